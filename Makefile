@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make run` (quickstart search) and `make test` (lint + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch; a plain `torch` would pull gigabytes of CUDA packages.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install run test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/paretune run conf/quickstart.yaml
+
+lint: install
+	$(VENV)/bin/ruff check paretune tests benchmarks examples
+	$(VENV)/bin/ruff format --check paretune tests benchmarks examples
+
+test: lint
+	$(PY) -m pytest -q
+
+format: install
+	$(VENV)/bin/ruff check --fix paretune tests benchmarks examples
+	$(VENV)/bin/ruff format paretune tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info
