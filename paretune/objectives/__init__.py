@@ -1,6 +1,14 @@
-"""How a candidate is measured: objectives, evaluators, datasets and predictors."""
+"""How a candidate is measured: objectives, evaluators, datasets and predictors.
+
+Importing this package is light (no torch): the evaluators, datasets and measurement helpers
+are imported on first use (``paretune.objectives.TrainEvaluator`` or :func:`make_evaluator`).
+"""
 
 from __future__ import annotations
+
+import importlib
+import inspect
+from typing import TYPE_CHECKING, Any
 
 from paretune.objectives.base import (
     DIRECTIONS,
@@ -13,13 +21,99 @@ from paretune.objectives.base import (
     check_objectives,
 )
 
+if TYPE_CHECKING:
+    from paretune.objectives.data import DATASETS, Dataset, Split, load_dataset
+    from paretune.objectives.measure import (
+        EnergyCoefficients,
+        count_flops,
+        count_params,
+        estimate_energy,
+        measure_latency,
+    )
+    from paretune.objectives.table import TableEvaluator, load_hw_nas_bench_pickle
+    from paretune.objectives.train import TrainEvaluator
+
+# kind -> (module, class): imported only when that kind is made.
+_EVALUATOR_PATHS: dict[str, tuple[str, str]] = {
+    "table": ("paretune.objectives.table", "TableEvaluator"),
+    "train": ("paretune.objectives.train", "TrainEvaluator"),
+}
+EVALUATOR_KINDS: tuple[str, ...] = tuple(_EVALUATOR_PATHS)
+
+_LAZY: dict[str, str] = {
+    "TableEvaluator": "paretune.objectives.table",
+    "load_hw_nas_bench_pickle": "paretune.objectives.table",
+    "TrainEvaluator": "paretune.objectives.train",
+    "DATASETS": "paretune.objectives.data",
+    "Dataset": "paretune.objectives.data",
+    "Split": "paretune.objectives.data",
+    "load_dataset": "paretune.objectives.data",
+    "EnergyCoefficients": "paretune.objectives.measure",
+    "count_flops": "paretune.objectives.measure",
+    "count_params": "paretune.objectives.measure",
+    "estimate_energy": "paretune.objectives.measure",
+    "measure_latency": "paretune.objectives.measure",
+}
+
+
+def evaluator_class(kind: str) -> type:
+    """The evaluator class registered as ``kind`` (imports only its module)."""
+    if kind not in _EVALUATOR_PATHS:
+        raise ValueError(f"unknown evaluator kind {kind!r} (available: {list(EVALUATOR_KINDS)})")
+    module, name = _EVALUATOR_PATHS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def make_evaluator(kind: str, **settings: Any) -> Evaluator:
+    """An evaluator of ``kind`` (``table`` or ``train``) built from ``settings``.
+
+    Raises:
+        ValueError: an unknown kind or setting, naming what is allowed.
+    """
+    cls = evaluator_class(kind)
+    params = inspect.signature(cls).parameters
+    allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise ValueError(f"evaluator {kind!r}: unknown settings {unknown} (allowed: {allowed})")
+    return cls(**settings)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EVALUATORS":
+        return {kind: evaluator_class(kind) for kind in EVALUATOR_KINDS}
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'paretune.objectives' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"EVALUATORS"})
+
+
 __all__ = [
+    "DATASETS",
     "DIRECTIONS",
+    "EVALUATORS",
+    "EVALUATOR_KINDS",
     "SOURCES",
+    "Dataset",
+    "EnergyCoefficients",
     "Evaluation",
     "Evaluator",
     "MetricInfo",
     "Objective",
     "ObjectiveSet",
+    "Split",
+    "TableEvaluator",
+    "TrainEvaluator",
     "check_objectives",
+    "count_flops",
+    "count_params",
+    "estimate_energy",
+    "evaluator_class",
+    "load_dataset",
+    "load_hw_nas_bench_pickle",
+    "make_evaluator",
+    "measure_latency",
 ]

@@ -21,7 +21,7 @@ Every value carries its ``source``: ``measured`` (and ``measured-nvml``/``measur
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -89,7 +89,9 @@ class ObjectiveSet:
                 )
 
     @classmethod
-    def of(cls, *objectives: Objective | tuple[str, str], reference: Mapping[str, float] | None = None) -> ObjectiveSet:
+    def of(
+        cls, *objectives: Objective | tuple[str, str], reference: Mapping[str, float] | None = None
+    ) -> ObjectiveSet:
         objs = [o if isinstance(o, Objective) else Objective(o[0], o[1]) for o in objectives]
         return cls(tuple(objs), reference)
 
@@ -197,14 +199,17 @@ class Evaluator(Protocol):
         """The metrics this evaluator can produce."""
         ...
 
-    def evaluate(self, arch: Arch, report: ReportFn | None = None, **context: Any) -> Evaluation: ...
+    def evaluate(
+        self, arch: Arch, report: ReportFn | None = None, **context: Any
+    ) -> Evaluation: ...
 
 
-def check_objectives(objectives: ObjectiveSet, available: Mapping[str, MetricInfo], where: str = "objectives") -> None:
+def check_objectives(
+    objectives: ObjectiveSet, available: Mapping[str, MetricInfo], where: str = "objectives"
+) -> None:
     """Raise ``ValueError`` naming every objective the evaluator cannot produce."""
     for i, o in enumerate(objectives):
         if o.name not in available:
             raise ValueError(
                 f"{where}[{i}].name = {o.name!r}: not a metric of this evaluator (available: {sorted(available)})"
             )
-

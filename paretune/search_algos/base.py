@@ -77,6 +77,13 @@ class Engine:
 
     name: ClassVar[str] = "engine"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Engine:
+        # Remember the constructor arguments so that a wrapper (the Ray adapter) can rebuild an
+        # equal engine and then load its state, instead of pickling the engine's internals.
+        obj = super().__new__(cls)
+        obj.init_args = (args, dict(kwargs))
+        return obj
+
     def __init__(self, space: SearchSpace, objectives: ObjectiveSet, seed: int = 0) -> None:
         self.space = space
         self.objectives = objectives
@@ -170,7 +177,9 @@ class Engine:
         if state.get("engine") != self.name:
             raise ValueError(f"state is for engine {state.get('engine')!r}, not {self.name!r}")
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"state version {state.get('version')} is not supported (expected {STATE_VERSION})")
+            raise ValueError(
+                f"state version {state.get('version')} is not supported (expected {STATE_VERSION})"
+            )
         self.seed = int(state["seed"])
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng"]

@@ -79,7 +79,9 @@ class SearchSpace:
 
     @property
     def is_restricted(self) -> bool:
-        return any(len(a) < len(d.options) for d, a in zip(self.decisions, self.allowed, strict=True))
+        return any(
+            len(a) < len(d.options) for d, a in zip(self.decisions, self.allowed, strict=True)
+        )
 
     def decision_names(self) -> list[str]:
         return [d.name for d in self.decisions]
@@ -99,7 +101,9 @@ class SearchSpace:
         for d, a, i in zip(self.decisions, self.allowed, arch, strict=True):
             if i not in a:
                 allowed = [d.options[j] for j in a]
-                raise ValueError(f"decision {d.name!r}: option index {i} not allowed (allowed: {allowed})")
+                raise ValueError(
+                    f"decision {d.name!r}: option index {i} not allowed (allowed: {allowed})"
+                )
         return arch
 
     # ---------------------------------------------------------------- sampling
@@ -131,7 +135,9 @@ class SearchSpace:
     # ---------------------------------------------------------------- encoding
     def encode(self, arch: Sequence[int]) -> str:
         """A human-readable string; subclasses use their benchmark's standard format."""
-        return ",".join(f"{d.name}={d.options[i]}" for d, i in zip(self.decisions, arch, strict=True))
+        return ",".join(
+            f"{d.name}={d.options[i]}" for d, i in zip(self.decisions, arch, strict=True)
+        )
 
     def decode(self, text: str) -> Arch:
         parts = dict(p.split("=", 1) for p in text.split(","))
@@ -151,12 +157,16 @@ class SearchSpace:
                 raise ValueError(f"missing decision {d.name!r}")
             value = params[d.name]
             if value not in d.options:
-                raise ValueError(f"decision {d.name!r}: unknown option {value!r} (options: {list(d.options)})")
+                raise ValueError(
+                    f"decision {d.name!r}: unknown option {value!r} (options: {list(d.options)})"
+                )
             arch.append(d.options.index(value))
         return self.validate(arch)
 
     # ---------------------------------------------------------------- restriction
-    def restrict(self, allowed: Sequence[Sequence[int]] | Mapping[str, Sequence[str]]) -> SearchSpace:
+    def restrict(
+        self, allowed: Sequence[Sequence[int]] | Mapping[str, Sequence[str]]
+    ) -> SearchSpace:
         """A copy of this space with fewer options per decision.
 
         Args:
@@ -178,13 +188,21 @@ class SearchSpace:
                 names = allowed[d.name]
                 bad = [n for n in names if n not in d.options]
                 if bad:
-                    raise ValueError(f"restrict: decision {d.name!r}: unknown options {bad} (options: {list(d.options)})")
+                    raise ValueError(
+                        f"restrict: decision {d.name!r}: unknown options {bad} (options: {list(d.options)})"
+                    )
                 idx.append([d.options.index(n) for n in names])
             allowed = idx
+        if len(allowed) != self.num_decisions:
+            raise ValueError(
+                f"restrict: {len(allowed)} entries given, space {self.name!r} has {self.num_decisions} decisions"
+            )
         for d, old, new in zip(self.decisions, self.allowed, allowed, strict=True):
             extra = set(new) - set(old)
             if extra:
-                raise ValueError(f"restrict: decision {d.name!r}: options {sorted(extra)} are not in the current space")
+                raise ValueError(
+                    f"restrict: decision {d.name!r}: options {sorted(extra)} are not in the current space"
+                )
         return self._with_allowed(allowed)
 
     def _with_allowed(self, allowed: Sequence[Sequence[int]]) -> SearchSpace:
@@ -194,7 +212,10 @@ class SearchSpace:
         return clone
 
     def allowed_names(self) -> dict[str, list[str]]:
-        return {d.name: [d.options[i] for i in a] for d, a in zip(self.decisions, self.allowed, strict=True)}
+        return {
+            d.name: [d.options[i] for i in a]
+            for d, a in zip(self.decisions, self.allowed, strict=True)
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, decisions={self.num_decisions}, size={self.size})"

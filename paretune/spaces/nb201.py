@@ -10,7 +10,13 @@ from paretune.spaces.base import Arch, Decision, SearchSpace
 if TYPE_CHECKING:
     from torch import nn
 
-NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_OPS: tuple[str, ...] = (
+    "none",
+    "skip_connect",
+    "nor_conv_1x1",
+    "nor_conv_3x3",
+    "avg_pool_3x3",
+)
 # Edges in the order of the standard string |0->1|+|0->2|1->2|+|0->3|1->3|2->3|.
 NB201_EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
@@ -45,7 +51,9 @@ class NB201Space(SearchSpace):
         """Parse an NB201 string; raises ``ValueError`` naming what is malformed."""
         nodes = text.strip().split("+")
         if len(nodes) != 3:
-            raise ValueError(f"not an NB201 architecture string (expected 3 nodes joined by '+'): {text!r}")
+            raise ValueError(
+                f"not an NB201 architecture string (expected 3 nodes joined by '+'): {text!r}"
+            )
         arch: list[int] = []
         for dst, node in enumerate(nodes, start=1):
             items = [p for p in node.strip("|").split("|") if p]
@@ -56,7 +64,9 @@ class NB201Space(SearchSpace):
                 if src_text != str(src):
                     raise ValueError(f"edge {item!r} in {text!r}: expected input ~{src}")
                 if op not in NB201_OPS:
-                    raise ValueError(f"unknown operation {op!r} in {text!r} (operations: {list(NB201_OPS)})")
+                    raise ValueError(
+                        f"unknown operation {op!r} in {text!r} (operations: {list(NB201_OPS)})"
+                    )
                 arch.append(NB201_OPS.index(op))
         return self.validate(arch)
 

@@ -1,0 +1,1 @@
+"""Where searches run and what they record: config, launcher, trainable, MLflow, report, CLI."""

@@ -1,0 +1,60 @@
+"""The ``paretune`` command: run, resume and report experiments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from paretune.platform.config import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="paretune", description="Multi-objective NAS on Ray Tune, tracked in MLflow."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the experiment of a YAML config")
+    r.add_argument("config", help="path of a YAML experiment, e.g. conf/quickstart.yaml")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.num_samples=50")
+    r.add_argument("-q", "--quiet", action="store_true", help="no Ray progress tables")
+    s = sub.add_parser("resume", help="continue a search whose driver stopped")
+    s.add_argument("experiment_dir")
+    s.add_argument("-q", "--quiet", action="store_true")
+    rep = sub.add_parser("report", help="print the Pareto front of an experiment directory")
+    rep.add_argument("experiment_dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from paretune.platform import launcher
+
+    try:
+        if args.command == "run":
+            result = launcher.run(args.config, args.overrides, verbose=0 if args.quiet else 1)
+            _print_result(result.report, result.experiment_dir, result.parent_run_id)
+        elif args.command == "resume":
+            result = launcher.resume(args.experiment_dir, verbose=0 if args.quiet else 1)
+            _print_result(result.report, result.experiment_dir, result.parent_run_id)
+        elif args.command == "report":
+            rep = launcher.report(args.experiment_dir)
+            _print_result(rep, args.experiment_dir, None)
+    except ConfigError as exc:
+        print(f"paretune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_result(report, experiment_dir, parent_run_id) -> None:
+    print()
+    print("Pareto front")
+    print(report.front_table())
+    print()
+    print(report.summary())
+    print(f"experiment directory: {experiment_dir}")
+    if parent_run_id:
+        print(f"MLflow parent run: {parent_run_id}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The experiment config: pydantic models of the YAML files in ``conf/``.
+
+``load_config(path, overrides)`` reads a YAML file, applies ``key=value`` overrides (dotted keys,
+values parsed as YAML) and validates everything. A bad file raises :class:`ConfigError`, whose
+message names the field, the value and what is allowed, one line per problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from paretune.objectives.base import Objective, ObjectiveSet
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says which field, which value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SpaceConfig(_Strict):
+    """What is searched. ``restrict`` keeps a subset of options per decision, by name."""
+
+    name: Literal["nb201"] = "nb201"
+    restrict: dict[str, list[str]] | None = None
+
+
+class TableEvaluatorConfig(_Strict):
+    """Look values up in the NAS-Bench-201 table (path from here or ``$PARETUNE_NB201``)."""
+
+    kind: Literal["table"] = "table"
+    path: str | None = None
+    dataset: str = "cifar10"
+    fidelity: int = 200
+    latency_device: str = "pixel3"
+    energy_device: str = "pi5_onnx"
+
+
+class TrainEvaluatorConfig(_Strict):
+    """Train each architecture for real and measure it."""
+
+    kind: Literal["train"] = "train"
+    dataset: Literal["digits", "mnist", "cifar10"] = "digits"
+    data_path: str | None = None
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    channels: int = Field(8, ge=1)
+    cells_per_stage: int = Field(1, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    latency_batch_size: int = Field(1, ge=1)
+    energy_coefficients: dict[str, float] | None = None
+
+
+EvaluatorConfig = Annotated[
+    TableEvaluatorConfig | TrainEvaluatorConfig, Field(discriminator="kind")
+]
+
+
+class ObjectiveConfig(_Strict):
+    """One objective. ``limit``: upper bound (min) / lower bound (max). ``reference``: HV reference."""
+
+    name: str
+    direction: Literal["min", "max"]
+    limit: float | None = None
+    reference: float | None = None
+
+
+OPTUNA_ALGORITHMS = ("nsga2", "tpe")
+
+
+class SearchConfig(_Strict):
+    """The search algorithm: a paretune engine name or an Optuna sampler (``nsga2``, ``tpe``)."""
+
+    algorithm: str = "random"
+    num_samples: int = Field(20, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        from paretune.search_algos import engine_names
+
+        allowed = [*engine_names(), *OPTUNA_ALGORITHMS]
+        if value not in allowed:
+            raise ValueError(f"unknown search algorithm (allowed: {', '.join(allowed)})")
+        return value
+
+
+class SchedulerConfig(_Strict):
+    """Optional early stopping of training trials (ASHA on accuracy)."""
+
+    kind: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class ResourcesConfig(_Strict):
+    """Resources per trial; fractions of a GPU share one device."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class RayConfig(_Strict):
+    """Where trials run: a local Ray (``address: null``) or a cluster (``auto`` / ``ray://...``)."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+
+
+class StorageConfig(_Strict):
+    """Where Ray writes the experiment (shared storage on a cluster)."""
+
+    path: str = "runs"
+
+
+class FailureConfig(_Strict):
+    """Retries per failing trial, and whether one failure stops the search."""
+
+    max_failures: int = Field(0, ge=-1)
+    fail_fast: bool = False
+
+
+class MlflowConfig(_Strict):
+    """Tracking: SQLite by default, any tracking URI (e.g. ``http://host:5000``) when configured."""
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment, as written in a ``conf/*.yaml`` file."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    evaluator: EvaluatorConfig = Field(default_factory=TrainEvaluatorConfig)
+    objectives: list[ObjectiveConfig] = Field(min_length=1)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    failure: FailureConfig = Field(default_factory=FailureConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        names = [o.name for o in self.objectives]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"objectives: names repeat: {dupes}")
+        refs = [o.reference is not None for o in self.objectives]
+        if any(refs) and not all(refs):
+            raise ValueError(
+                "objectives: give a hypervolume 'reference' for every objective or for none"
+            )
+        if self.scheduler.kind == "asha" and self.evaluator.kind != "train":
+            raise ValueError(
+                "scheduler.kind = 'asha': early stopping needs evaluator.kind = 'train'"
+            )
+        if self.scheduler.kind == "asha" and "accuracy" not in names:
+            raise ValueError("scheduler.kind = 'asha': needs an 'accuracy' objective to stop on")
+        return self
+
+    # ------------------------------------------------------------------ derived objects
+    def objective_set(self) -> ObjectiveSet:
+        objectives = tuple(Objective(o.name, o.direction, limit=o.limit) for o in self.objectives)
+        reference = None
+        if all(o.reference is not None for o in self.objectives):
+            reference = {o.name: float(o.reference) for o in self.objectives}
+        return ObjectiveSet(objectives, reference)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat_params(self) -> dict[str, str]:
+        """The config flattened to ``{"a.b.c": "value"}`` (for MLflow params)."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, Mapping) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+                for i, v in enumerate(value):
+                    walk(f"{prefix}.{i}", v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+# ---------------------------------------------------------------------- loading
+def _format_loc(loc: Iterable[Any]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("table", "train") and text.endswith("evaluator"):
+            continue  # the discriminator tag pydantic inserts into the location
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(config)"
+
+
+def _lookup(data: Any, loc: Iterable[Any]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def format_validation_error(error: ValidationError, data: Mapping[str, Any]) -> str:
+    """One line per problem: ``field = value: what is wrong / allowed``."""
+    lines = []
+    for e in error.errors():
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p in ("table", "train"))]
+        where = _format_loc(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = _lookup(data, loc[:-1]) if len(loc) > 1 else data
+            lines.append(f"{where}: unknown key{_allowed_keys_hint(error, e, parent)}")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required field is missing")
+        else:
+            value = e.get("input", _lookup(data, loc))
+            lines.append(f"{where} = {value!r}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys_hint(error: ValidationError, e: Mapping[str, Any], parent: Any) -> str:
+    model = _model_at(ExperimentConfig, [p for p in e["loc"][:-1]], parent)
+    if model is None:
+        return ""
+    return f" (allowed: {', '.join(model.model_fields)})"
+
+
+def _model_at(model: type[BaseModel], loc: list[Any], data: Any) -> type[BaseModel] | None:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in ("table", "train"):
+            model = TableEvaluatorConfig if part == "table" else TrainEvaluatorConfig
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        nxt = _first_model(ann)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], parsed YAML value)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value (e.g. search.num_samples=50)")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict; list items by index (``objectives.0.limit=2``)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"override {item!r}: {where} is not an index of a {len(node)}-item list"
+                    )
+                node = node[int(part)]
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+                if not isinstance(node, dict | list):
+                    raise ConfigError(f"override {item!r}: {where} is a value, not a section")
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(
+                    f"override {item!r}: {last} is not an index of a {len(node)}-item list"
+                )
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a dict; raises :class:`ConfigError` with one line per problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{source}: invalid config\n{format_validation_error(exc, data)}"
+        ) from None
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read and validate a YAML experiment, applying ``key=value`` overrides."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {str(p)!r}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data, source=str(p))

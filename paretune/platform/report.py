@@ -1,0 +1,283 @@
+"""The outcome of a search: trial table, Pareto front, hypervolume history, plots.
+
+Works from a finished ``ResultGrid`` or from an experiment directory on disk, so
+``paretune report EXPERIMENT_DIR`` gives the same answer later.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paretune.objectives.base import ObjectiveSet
+from paretune.search_algos.pareto import constrained_front_indices, hypervolume
+
+
+@dataclass
+class TrialRow:
+    """One trial as the report sees it."""
+
+    trial_id: str
+    number: int
+    arch: str
+    values: dict[str, float]
+    ok: bool
+    error: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def trial_number(trial_id: str, trial_path: str | None = None) -> int:
+    """The creation index of a trial: Ray names trial directories ``<trainable>_<id>_<index>_...``."""
+    if trial_path:
+        match = re.search(rf"_{re.escape(trial_id)}_(\d+)", Path(trial_path).name)
+        if match:
+            return int(match.group(1))
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def rows_from_results(
+    results: Iterable[Any], objectives: ObjectiveSet, arch_of: Any
+) -> list[TrialRow]:
+    """Rows from Ray ``Result`` objects (a ``ResultGrid`` iterates over them)."""
+    rows = []
+    for res in results:
+        metrics = dict(res.metrics or {})
+        config = dict(res.config or metrics.get("config") or {})
+        trial_id = str(metrics.get("trial_id") or Path(res.path).name)
+        values = {n: metrics.get(n) for n in objectives.names}
+        ok = res.error is None and objectives.is_valid(values)
+        error = None
+        if res.error is not None:
+            error = (
+                str(res.error).strip().splitlines()[-1]
+                if str(res.error).strip()
+                else type(res.error).__name__
+            )
+        elif not ok:
+            error = "missing or non-finite objective values"
+        try:
+            arch = arch_of(config)
+        except Exception as exc:  # noqa: BLE001 - a row is still worth reporting
+            arch = f"<unreadable: {exc}>"
+        extras = {
+            k: v for k, v in metrics.items() if k.startswith("test_") or k.startswith("source/")
+        }
+        rows.append(
+            TrialRow(
+                trial_id=trial_id,
+                number=trial_number(trial_id, res.path),
+                arch=arch,
+                values={k: float(v) for k, v in values.items() if ok},
+                ok=ok,
+                error=error,
+                extras=extras,
+            )
+        )
+    rows.sort(key=lambda r: (r.number, r.trial_id))
+    return rows
+
+
+@dataclass
+class SearchReport:
+    """Front, hypervolume history and tables of a finished search."""
+
+    objectives: ObjectiveSet
+    rows: list[TrialRow]
+    front: list[TrialRow]
+    reference: np.ndarray | None
+    reference_source: str
+    hv_history: list[float]
+
+    @property
+    def num_failed(self) -> int:
+        return sum(not r.ok for r in self.rows)
+
+    @property
+    def hypervolume(self) -> float:
+        return self.hv_history[-1] if self.hv_history else 0.0
+
+    def best(self) -> dict[str, float]:
+        """The best value reached for each objective (over successful trials)."""
+        out = {}
+        for o in self.objectives:
+            vals = [r.values[o.name] for r in self.rows if r.ok]
+            if vals:
+                out[o.name] = min(vals) if o.direction == "min" else max(vals)
+        return out
+
+    def front_table(self) -> str:
+        """The Pareto front as an aligned text table, sorted by the first objective."""
+        names = self.objectives.names
+        extra = [k for k in ("test_accuracy",) if any(k in r.extras for r in self.front)]
+        header = ["trial", *[f"{o.name} ({o.direction})" for o in self.objectives], *extra, "arch"]
+        first = self.objectives.objectives[0]
+        ordered = sorted(self.front, key=lambda r: r.values[first.name] * first.sign)
+        lines = [header]
+        for r in ordered:
+            cells = [
+                r.trial_id,
+                *[_fmt(r.values[n]) for n in names],
+                *[_fmt(r.extras.get(k)) for k in extra],
+                r.arch,
+            ]
+            lines.append(cells)
+        widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+        out = [
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in lines
+        ]
+        out.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+    def summary(self) -> str:
+        ref = "none" if self.reference is None else f"{self.reference_source}"
+        return (
+            f"{len(self.rows)} trials, {self.num_failed} failed, {len(self.front)} on the Pareto front, "
+            f"hypervolume {self.hypervolume:.6g} (reference: {ref})"
+        )
+
+    # ------------------------------------------------------------------ files
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write trials.csv, pareto_front.csv and the plots; returns the paths by name."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "trials": out / "trials.csv",
+            "front": out / "pareto_front.csv",
+            "front_plot": out / "pareto_front.png",
+            "hv_plot": out / "hypervolume.png",
+        }
+        front_ids = {r.trial_id for r in self.front}
+        self._write_csv(paths["trials"], self.rows, front_ids)
+        self._write_csv(paths["front"], self.front, front_ids)
+        plot_front(self, paths["front_plot"])
+        plot_hypervolume(self, paths["hv_plot"])
+        return paths
+
+    def _write_csv(self, path: Path, rows: Sequence[TrialRow], front_ids: set[str]) -> None:
+        extra_keys = sorted({k for r in rows for k in r.extras})
+        names = self.objectives.names
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(
+                ["trial_id", "number", "status", "pareto", *names, *extra_keys, "arch", "error"]
+            )
+            for r in rows:
+                w.writerow(
+                    [
+                        r.trial_id,
+                        r.number,
+                        "ok" if r.ok else "failed",
+                        "front" if r.trial_id in front_ids else "dominated",
+                        *[r.values.get(n, "") for n in names],
+                        *[r.extras.get(k, "") for k in extra_keys],
+                        r.arch,
+                        r.error or "",
+                    ]
+                )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def build_report(rows: list[TrialRow], objectives: ObjectiveSet) -> SearchReport:
+    """Pareto front (constrained domination), reference point and hypervolume after each trial.
+
+    The reference point is the configured one, else the nadir of all successful trials plus 10%
+    of their range (marked ``derived from the trials``).
+    """
+    ok = [r for r in rows if r.ok]
+    points = objectives.matrix(r.values for r in ok)
+    violations = np.array([objectives.violation(r.values) for r in ok])
+    front = [ok[i] for i in constrained_front_indices(points, violations)] if ok else []
+    reference = objectives.reference_vector()
+    source = "configured"
+    if reference is None and len(ok):
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
+        reference = hi + 0.1 * span
+        source = "derived from the trials: nadir + 10% of range"
+    history: list[float] = []
+    if reference is not None:
+        feasible_seen: list[np.ndarray] = []
+        for r in rows:
+            if r.ok and objectives.violation(r.values) <= 0:
+                feasible_seen.append(objectives.vector(r.values))
+            history.append(
+                hypervolume(np.array(feasible_seen), reference) if feasible_seen else 0.0
+            )
+    return SearchReport(objectives, rows, front, reference, source, history)
+
+
+def plot_front(report: SearchReport, path: Path) -> None:
+    """Every pair of objectives as a scatter: front highlighted, dominated points faded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objs = report.objectives.objectives
+    pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))] or [(0, 0)]
+    cols = min(3, len(pairs))
+    rows_n = math.ceil(len(pairs) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
+    ok = [r for r in report.rows if r.ok]
+    front_ids = {r.trial_id for r in report.front}
+    for ax, (i, j) in zip(axes.flat, pairs, strict=False):
+        xi, yj = objs[i].name, objs[j].name
+        dom = [r for r in ok if r.trial_id not in front_ids]
+        ax.scatter(
+            [r.values[xi] for r in dom],
+            [r.values[yj] for r in dom],
+            s=14,
+            c="0.6",
+            alpha=0.4,
+            label="dominated",
+        )
+        ax.scatter(
+            [r.values[xi] for r in report.front],
+            [r.values[yj] for r in report.front],
+            s=28,
+            c="tab:red",
+            label="Pareto front",
+        )
+        ax.set_xlabel(f"{xi} ({objs[i].direction})")
+        ax.set_ylabel(f"{yj} ({objs[j].direction})")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"{len(ok)} trials, {len(report.front)} on the front")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_hypervolume(report: SearchReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(range(1, len(report.hv_history) + 1), report.hv_history, marker=".")
+    ax.set_xlabel("trials")
+    ax.set_ylabel("hypervolume")
+    ax.set_title(f"reference: {report.reference_source}", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,278 @@
+"""MLflow tracking: one parent run per experiment, one nested run per trial.
+
+:class:`MlflowTracker` is a driver-side Ray Tune callback. It writes with ``MlflowClient`` (no
+global active-run state), one ``log_batch`` request per trial result rather than one request
+per metric, ends every run (FINISHED or FAILED with the reason), and never stops the search
+when the tracking server is unreachable: failed writes are queued and retried in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+logger = logging.getLogger(__name__)
+
+# Keys Ray adds to every result; they are not the trial's own metrics.
+RAY_RESULT_KEYS = frozenset(
+    {
+        "config",
+        "trial_id",
+        "date",
+        "hostname",
+        "node_ip",
+        "pid",
+        "timestamp",
+        "training_iteration",
+        "done",
+        "experiment_tag",
+        "time_this_iter_s",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timesteps_since_restore",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "experiment_id",
+        "timesteps_total",
+        "episodes_total",
+        "final",
+    }
+)
+MAX_TAG_LENGTH = 5000
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def split_result(result: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """A Ray result as (numeric metrics, string tags), without Ray's bookkeeping keys."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for key, value in result.items():
+        if key in RAY_RESULT_KEYS:
+            continue
+        if is_number(value):
+            if math.isfinite(float(value)):
+                metrics[key] = float(value)
+            else:
+                tags[f"nonfinite/{key}"] = str(value)
+        elif isinstance(value, str):
+            tags[key] = value[:MAX_TAG_LENGTH]
+    return metrics, tags
+
+
+def meta_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """Tags for a trial from its config: architecture and the searcher's proposal metadata."""
+    tags: dict[str, str] = {}
+    if "arch" in config:
+        tags["arch"] = str(config["arch"])
+    proposal = config.get("proposal") or {}
+    if "id" in proposal:
+        tags["proposal_id"] = str(proposal["id"])
+    for key, value in (proposal.get("meta") or {}).items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        tags[f"meta.{key}"] = text[:MAX_TAG_LENGTH]
+    return tags
+
+
+class MlflowWriter:
+    """``MlflowClient`` calls that survive an unreachable server: failed calls queue, in order.
+
+    Every call first retries the queue; while the queue is not empty new calls join it, so the
+    order of writes is kept. ``flush(timeout)`` retries until the queue is empty or time is up.
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.queue: deque[tuple[str, Callable[[], Any]]] = deque()
+        self._last_warning = 0.0
+
+    def call(self, what: str, fn: Callable[[], Any]) -> bool:
+        self.queue.append((what, fn))
+        return self.drain()
+
+    def drain(self) -> bool:
+        """Run queued calls in order; stop at the first failure. True when the queue is empty."""
+        while self.queue:
+            what, fn = self.queue[0]
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - any client/transport error: keep for later
+                now = time.monotonic()
+                if now - self._last_warning > 30:
+                    logger.warning(
+                        "MLflow unreachable (%s: %s); %d writes queued", what, exc, len(self.queue)
+                    )
+                    self._last_warning = now
+                return False
+            self.queue.popleft()
+        return True
+
+    def flush(self, timeout: float = 30.0, interval: float = 1.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.drain():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+
+class MlflowTracker(Callback):
+    """Ray Tune callback that mirrors every trial into a nested MLflow run.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment_id: MLflow experiment id.
+        parent_run_id: the experiment's parent run.
+        searcher: the search algorithm's name (a tag on each trial run).
+        decision_names: names of the architecture decisions (logged as params).
+        arch_params: turns a trial config into ``{decision: option}`` params.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        searcher: str,
+        arch_params: Callable[[Mapping[str, Any]], dict[str, str]] | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.searcher = searcher
+        self.arch_params = arch_params
+        self.writer: MlflowWriter | None = None
+        self.runs: dict[str, str] = {}
+        self.ended: set[str] = set()
+
+    def setup(self, **info: Any) -> None:
+        self.writer = MlflowWriter(self.tracking_uri)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the callback with the tuner; the client and its queue stay behind.
+        state = dict(self.__dict__)
+        state["writer"] = None
+        return state
+
+    def get_state(self) -> dict[str, Any]:
+        return {"runs": dict(self.runs), "ended": sorted(self.ended)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.runs = dict(state.get("runs", {}))
+        self.ended = set(state.get("ended", []))
+
+    def _w(self) -> MlflowWriter:
+        if self.writer is None:
+            self.writer = MlflowWriter(self.tracking_uri)
+        return self.writer
+
+    # ------------------------------------------------------------------ trial events
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial_id = trial.trial_id
+        client = self._w().client
+        if trial_id in self.runs:
+            # A restored trial runs again: reuse its run instead of making a duplicate.
+            run_id = self.runs[trial_id]
+            self.ended.discard(trial_id)
+            self._w().call("update_run", lambda: client.update_run(run_id, status="RUNNING"))
+            return
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            "mlflow.runName": f"trial-{trial_id}",
+            "trial_id": trial_id,
+            "searcher": self.searcher,
+            **meta_tags(trial.config),
+        }
+        params = self.arch_params(trial.config) if self.arch_params else {}
+
+        def create() -> None:
+            run = client.create_run(self.experiment_id, tags=tags, run_name=tags["mlflow.runName"])
+            self.runs[trial_id] = run.info.run_id
+            if params:
+                client.log_batch(
+                    run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]
+                )
+
+        self._w().call("create_run", create)
+
+    def _run_call(self, trial_id: str, what: str, fn: Callable[[str], Any]) -> None:
+        """Queue ``fn(run_id)``; the run id is looked up when the call runs (creation may be queued)."""
+
+        def call() -> None:
+            run_id = self.runs.get(trial_id)
+            if run_id is None:
+                raise RuntimeError(f"no MLflow run yet for trial {trial_id}")
+            fn(run_id)
+
+        self._w().call(what, call)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        metrics, _ = split_result(result)
+        if not metrics:
+            return
+        step = int(result.get("training_iteration", 0) or 0)
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, v, ts, step) for k, v in metrics.items()]
+        client = self._w().client
+        self._run_call(
+            trial.trial_id, "log_batch", lambda rid: client.log_batch(rid, metrics=batch)
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FINISHED", None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED", error_text(trial))
+
+    def _end(self, trial: Any, status: str, error: str | None) -> None:
+        trial_id = trial.trial_id
+        if trial_id in self.ended:
+            return
+        self.ended.add(trial_id)
+        _, tags = split_result(trial.last_result or {})
+        tags["status"] = "failed" if error is not None else "ok"
+        if error is not None:
+            tags["error"] = error[:MAX_TAG_LENGTH]
+        client = self._w().client
+
+        def end(run_id: str) -> None:
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            client.set_terminated(run_id, status=status)
+
+        self._run_call(trial_id, "set_terminated", end)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if not self._w().flush(timeout=60):
+            logger.warning(
+                "MLflow writes still queued at the end (%d); run `paretune sync-mlflow` later",
+                len(self._w().queue),
+            )
+
+
+def error_text(trial: Any) -> str:
+    """The last lines of a failed trial's error (Ray writes the traceback to ``error.txt``)."""
+    path = getattr(trial, "error_file", None)
+    if path:
+        try:
+            with open(path) as f:
+                lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
+            return lines[-1] if lines else "trial failed"
+        except OSError:
+            pass
+    return "trial failed"
