@@ -22,6 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true")
     rep = sub.add_parser("report", help="print the Pareto front of an experiment directory")
     rep.add_argument("experiment_dir")
+    sync = sub.add_parser(
+        "sync-mlflow",
+        help="log to MLflow whatever it missed (after an outage), or rebuild a whole experiment there",
+    )
+    sync.add_argument("experiment_dir")
+    sync.add_argument(
+        "--tracking-uri", help="rebuild into this tracking URI instead of the configured one"
+    )
     return p
 
 
@@ -39,9 +47,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             rep = launcher.report(args.experiment_dir)
             _print_result(rep, args.experiment_dir, None)
+        elif args.command == "sync-mlflow":
+            from paretune.platform.sync import sync_mlflow
+
+            s = sync_mlflow(args.experiment_dir, args.tracking_uri)
+            print(
+                f"MLflow at {s.tracking_uri}: parent run {s.parent_run_id}; {s.created} trial runs created, "
+                f"{s.completed} completed, {s.already_complete} already complete"
+            )
     except ConfigError as exc:
         print(f"paretune: error: {exc}", file=sys.stderr)
         return 2
+    except launcher.SearchFailed as exc:
+        print(f"paretune: search failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

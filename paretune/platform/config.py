@@ -107,10 +107,15 @@ class SchedulerConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    """Resources per trial; fractions of a GPU share one device."""
+    """Resources per trial; fractions of a GPU share one device.
+
+    ``memory_mb`` reserves memory with Ray's scheduler and arms the trial's OOM guard, which
+    stops a trial whose process grows beyond it (the trial fails with that reason).
+    """
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    memory_mb: float | None = Field(None, gt=0)
 
 
 class RayConfig(_Strict):
@@ -132,6 +137,32 @@ class FailureConfig(_Strict):
 
     max_failures: int = Field(0, ge=-1)
     fail_fast: bool = False
+
+
+class FaultsConfig(_Strict):
+    """Deliberate failures, for testing how a deployment handles them (all 0: off).
+
+    Each architecture is assigned at most one fault by a hash of (seed, architecture): its trial
+    raises, reports NaN for the first objective, or allocates memory until the OOM guard stops
+    it. ``transient`` faults hit only the first attempt, so retries (failure.max_failures) succeed.
+    """
+
+    raise_rate: float = Field(0.0, ge=0, le=1)
+    nan_rate: float = Field(0.0, ge=0, le=1)
+    memory_rate: float = Field(0.0, ge=0, le=1)
+    transient: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _rates_sum(self) -> FaultsConfig:
+        total = self.raise_rate + self.nan_rate + self.memory_rate
+        if total > 1:
+            raise ValueError(f"raise_rate + nan_rate + memory_rate = {total}: must be at most 1")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.raise_rate + self.nan_rate + self.memory_rate > 0
 
 
 class MlflowConfig(_Strict):
@@ -157,6 +188,7 @@ class ExperimentConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -175,6 +207,10 @@ class ExperimentConfig(_Strict):
             )
         if self.scheduler.kind == "asha" and "accuracy" not in names:
             raise ValueError("scheduler.kind = 'asha': needs an 'accuracy' objective to stop on")
+        if self.faults.memory_rate > 0 and self.resources.memory_mb is None:
+            raise ValueError(
+                "faults.memory_rate > 0 needs resources.memory_mb (the OOM guard's limit)"
+            )
         return self
 
     # ------------------------------------------------------------------ derived objects

@@ -11,15 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from paretune.objectives.base import ObjectiveSet, check_objectives
 from paretune.platform.config import OPTUNA_ALGORITHMS, ConfigError, ExperimentConfig, load_config
 from paretune.platform.report import SearchReport, build_report, rows_from_results
 from paretune.spaces import SearchSpace, make_space
+from paretune.spaces.nb201 import cheapest_arch
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class Prepared:
     space: SearchSpace
     objectives: ObjectiveSet
     evaluator_settings: dict[str, Any]
+    evaluator: Any
 
 
 @dataclass
@@ -80,6 +86,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         from paretune.objectives.table import BASE_METRICS
 
         settings["extra"] = [n for n in objectives.names if n not in BASE_METRICS]
+        evaluator = make_evaluator(config.evaluator.kind, **settings)
     for i, o in enumerate(objectives):
         natural = available[o.name].direction
         if natural != o.direction and o.name in (
@@ -93,7 +100,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
             logger.warning(
                 "objectives[%d]: %s is usually %s, config says %s", i, o.name, natural, o.direction
             )
-    return Prepared(config, space, objectives, settings)
+    check_limits(config, space, objectives, evaluator)
+    return Prepared(config, space, objectives, settings, evaluator)
 
 
 def make_searcher(prepared: Prepared) -> Any:
@@ -121,11 +129,50 @@ def make_searcher(prepared: Prepared) -> Any:
     return ParetoSearcher(engine)
 
 
-def searcher_settings(config: ExperimentConfig) -> dict[str, Any]:
-    return {
-        "algorithm": config.search.algorithm,
-        **{f"params.{k}": v for k, v in config.search.params.items()},
-    }
+def check_limits(
+    config: ExperimentConfig, space: SearchSpace, objectives: ObjectiveSet, evaluator: Any
+) -> None:
+    """Refuse limits that no architecture of the space can meet, naming the best reachable value.
+
+    Exact on the table (every architecture is looked up); for training, the parameter and FLOP
+    limits are checked against the cheapest architecture of the space.
+    """
+    limited = [(i, o) for i, o in enumerate(objectives) if o.limit is not None]
+    if not limited:
+        return
+    names = [o.name for _, o in limited]
+    if config.evaluator.kind == "table":
+        values, _ = evaluator.matrix(names, space)
+        feasible = np.ones(len(values), dtype=bool)
+        for k, (i, o) in enumerate(limited):
+            ok = values[:, k] * o.sign <= o.limit * o.sign
+            if not ok.any():
+                best = values[:, k].min() if o.direction == "min" else values[:, k].max()
+                raise ConfigError(
+                    f"objectives[{i}].limit = {o.limit!r}: no architecture meets it "
+                    f"(best {o.name} in the space: {best:.6g})"
+                )
+            feasible &= ok
+        if not feasible.any():
+            raise ConfigError(
+                f"objectives limits {dict(zip(names, [o.limit for _, o in limited], strict=True))}: "
+                "each can be met, but no architecture meets all of them at once"
+            )
+        return
+    cheap = [(i, o) for i, o in limited if o.name in ("params", "flops") and o.direction == "min"]
+    if cheap and hasattr(evaluator, "build"):
+        from paretune.objectives.measure import count_flops, count_params
+
+        data = evaluator.data()
+        model = evaluator.build(cheapest_arch(space), data)
+        shape = (1, data.in_channels, data.input_size, data.input_size)
+        costs = {"params": count_params(model), "flops": count_flops(model, shape)}
+        for i, o in cheap:
+            if costs[o.name] > o.limit:
+                raise ConfigError(
+                    f"objectives[{i}].limit = {o.limit!r}: no architecture meets it "
+                    f"(the cheapest architecture of the space has {o.name} = {costs[o.name]:.6g})"
+                )
 
 
 # ---------------------------------------------------------------------- Ray
@@ -138,6 +185,9 @@ def ensure_ray(config: ExperimentConfig) -> bool:
     if ray.is_initialized():
         return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS") or None
+    field = "ray.address" if config.ray.address else "RAY_ADDRESS"
+    if address is not None and address not in ("auto", "local"):
+        check_reachable(address, field)
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     if address is None:
         kwargs.update(num_cpus=config.ray.num_cpus, num_gpus=config.ray.num_gpus)
@@ -145,9 +195,39 @@ def ensure_ray(config: ExperimentConfig) -> bool:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(
-            f"ray.address = {address!r}: cannot connect to a Ray cluster ({exc})"
+            f"{field} = {address!r}: cannot connect to a Ray cluster ({exc})"
         ) from None
     return True
+
+
+def check_reachable(address: str, field: str, timeout: float = 3.0) -> None:
+    """Fail fast (instead of hanging) when ``host:port`` does not accept connections."""
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{field} = {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{field} = {address!r}: nothing answers there ({exc})") from None
+
+
+def check_tracking_uri(config: ExperimentConfig, timeout: float = 5.0) -> None:
+    """An HTTP tracking server must answer its health check before the search starts."""
+    uri = config.mlflow.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    # Fail fast and let the tracker's own queue retry, instead of MLflow's long backoff.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"mlflow.tracking_uri = {uri!r}: the tracking server does not answer ({exc})"
+        ) from None
 
 
 def check_resources(config: ExperimentConfig) -> None:
@@ -155,19 +235,23 @@ def check_resources(config: ExperimentConfig) -> None:
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    cpu, gpu = config.resources.cpu, config.resources.gpu
+    res = config.resources
+    need = {"CPU": res.cpu, "GPU": res.gpu, "memory": (res.memory_mb or 0) * 2**20}
     fits = [
-        n
-        for n in nodes
-        if n["Resources"].get("CPU", 0) >= cpu and (gpu == 0 or n["Resources"].get("GPU", 0) >= gpu)
+        n for n in nodes if all(n["Resources"].get(k, 0) >= v for k, v in need.items() if v > 0)
     ]
     if not fits:
         have = [
-            {"CPU": n["Resources"].get("CPU", 0), "GPU": n["Resources"].get("GPU", 0)}
+            {
+                "CPU": n["Resources"].get("CPU", 0),
+                "GPU": n["Resources"].get("GPU", 0),
+                "memory_mb": round(n["Resources"].get("memory", 0) / 2**20),
+            }
             for n in nodes
         ]
         raise ConfigError(
-            f"resources = {{cpu: {cpu}, gpu: {gpu}}}: no node of the cluster can run one trial (nodes have {have})"
+            f"resources = {{cpu: {res.cpu}, gpu: {res.gpu}, memory_mb: {res.memory_mb}}}: "
+            f"no node of the cluster can run one trial (nodes have {have})"
         )
 
 
@@ -215,6 +299,8 @@ def finish_parent_run(
     import mlflow.entities as me
     from mlflow.tracking import MlflowClient
 
+    from paretune.platform.tracking import existing_trial_runs
+
     client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
     run_id = state["parent_run_id"]
     ts = int(time.time() * 1000)
@@ -233,25 +319,39 @@ def finish_parent_run(
     for path in paths.values():
         client.log_artifact(run_id, str(path), "report")
     front_ids = {r.trial_id for r in report.front}
-    for trial_id, trial_run in state.get("trial_runs", {}).items():
+    trial_runs = existing_trial_runs(client, state["mlflow_experiment_id"], run_id)
+    for trial_id, (trial_run, _) in trial_runs.items():
         client.set_tag(trial_run, "pareto", "front" if trial_id in front_ids else "dominated")
-    client.set_terminated(run_id, status="FINISHED")
+    status = "FINISHED" if any(r.ok for r in report.rows) or not report.rows else "FAILED"
+    client.set_terminated(run_id, status=status)
 
 
 # ---------------------------------------------------------------------- run
+class SearchFailed(RuntimeError):
+    """Every trial of a search failed; the message gives the most common reasons."""
+
+
 def run(
     config: ExperimentConfig | str | os.PathLike,
     overrides: list[str] | None = None,
     *,
     verbose: int = 1,
 ) -> RunResult:
-    """Run the experiment of ``config`` (a validated config or a YAML path) to the end."""
+    """Run the experiment of ``config`` (a validated config or a YAML path) to the end.
+
+    Everything that can be checked before a trial runs is checked first (config, data paths,
+    objectives, limits, searcher parameters, Ray address, resources, MLflow); a problem raises
+    :class:`ConfigError`. If every trial fails, :class:`SearchFailed` is raised after the
+    report and MLflow are written.
+    """
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, overrides or [])
     elif overrides:
         raise ValueError("overrides apply to a YAML path, not to a loaded config")
     prepared = prepare(config)
     searcher = make_searcher(prepared)
+    if config.mlflow.enabled:
+        check_tracking_uri(config)
     started_ray = ensure_ray(config)
     try:
         check_resources(config)
@@ -265,7 +365,7 @@ def run(
             exp_id, parent_id = open_parent_run(config, run_name, experiment_dir)
             state.update(mlflow_experiment_id=exp_id, parent_run_id=parent_id)
         _write_state(experiment_dir, state)
-        tuner = _build_tuner(prepared, searcher, state, verbose=verbose)
+        tuner = _build_tuner(prepared, searcher, state, experiment_dir, verbose=verbose)
         grid = tuner.fit()
         return _finish(prepared, experiment_dir, state, grid)
     finally:
@@ -276,19 +376,35 @@ def run(
 
 
 def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
-    """Continue a search whose driver stopped: finished trials are kept, the searcher's state restored."""
+    """Continue a search whose driver stopped.
+
+    Finished trials are kept (those after Ray's last snapshot are replayed from the journal,
+    not re-run), the searcher continues from its saved state, interrupted trials run again
+    and reuse their MLflow runs, and the parent run is reused.
+    """
     from ray import tune
 
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, state = load_experiment(experiment_dir)
     prepared = prepare(config)
+    if not tune.Tuner.can_restore(str(experiment_dir)):
+        raise ConfigError(f"{experiment_dir}: no Ray Tune experiment state to resume from")
+    if config.mlflow.enabled:
+        check_tracking_uri(config)
     started_ray = ensure_ray(config)
     try:
-        trainable = _trainable(prepared)
-        if not tune.Tuner.can_restore(str(experiment_dir)):
-            raise ConfigError(f"{experiment_dir}: no Ray Tune experiment state to resume from")
+        check_resources(config)
+        if config.mlflow.enabled:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(config.mlflow.tracking_uri).update_run(
+                state["parent_run_id"], status="RUNNING"
+            )
         tuner = tune.Tuner.restore(
-            str(experiment_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+            str(experiment_dir),
+            trainable=_trainable(prepared, experiment_dir),
+            resume_unfinished=True,
+            resume_errored=False,
         )
         grid = tuner.fit()
         return _finish(prepared, experiment_dir, state, grid)
@@ -301,13 +417,10 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
 
 def report(experiment_dir: str | os.PathLike) -> SearchReport:
     """Rebuild the report of a (finished or interrupted) experiment from its directory."""
-    from ray.tune import ExperimentAnalysis, ResultGrid
-
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, _ = load_experiment(experiment_dir)
     prepared = prepare(config)
-    grid = ResultGrid(ExperimentAnalysis(str(experiment_dir)))
-    return _report_from_grid(prepared, grid)
+    return _report_from_grid(prepared, _result_grid(experiment_dir))
 
 
 def load_experiment(experiment_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -327,9 +440,16 @@ def _write_state(experiment_dir: Path, state: dict[str, Any]) -> None:
     tmp.replace(experiment_dir / STATE_FILE)
 
 
-def _trainable(prepared: Prepared) -> Any:
+def _result_grid(experiment_dir: Path) -> Any:
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    return ResultGrid(ExperimentAnalysis(str(experiment_dir)))
+
+
+def _trainable(prepared: Prepared, experiment_dir: Path) -> Any:
     from ray import tune
 
+    from paretune.platform.journal import JOURNAL_FILE
     from paretune.platform.trainable import run_trial
 
     cfg = prepared.config
@@ -340,14 +460,23 @@ def _trainable(prepared: Prepared) -> Any:
         evaluator_kind=cfg.evaluator.kind,
         evaluator_settings=prepared.evaluator_settings,
         cpus_per_trial=cfg.resources.cpu,
+        memory_limit_mb=cfg.resources.memory_mb,
+        journal_path=str(experiment_dir / JOURNAL_FILE),
+        faults=cfg.faults.model_dump() if cfg.faults.active else None,
     )
-    return tune.with_resources(fn, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+    resources: dict[str, float] = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    if cfg.resources.memory_mb:
+        resources["memory"] = cfg.resources.memory_mb * 2**20
+    return tune.with_resources(fn, resources)
 
 
-def _build_tuner(prepared: Prepared, searcher: Any, state: dict[str, Any], *, verbose: int) -> Any:
+def _build_tuner(
+    prepared: Prepared, searcher: Any, state: dict[str, Any], experiment_dir: Path, *, verbose: int
+) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from paretune.platform.journal import JOURNAL_FILE, JournalCallback
     from paretune.platform.tracking import MlflowTracker
     from paretune.platform.trainable import arch_from_config
 
@@ -362,7 +491,8 @@ def _build_tuner(prepared: Prepared, searcher: Any, state: dict[str, Any], *, ve
             grace_period=cfg.scheduler.grace_period,
             reduction_factor=cfg.scheduler.reduction_factor,
         )
-    callbacks = []
+    # The journal first: a trial is on disk before anything else hears of it.
+    callbacks: list[Any] = [JournalCallback(experiment_dir / JOURNAL_FILE)]
     if cfg.mlflow.enabled:
         space = prepared.space
         callbacks.append(
@@ -375,7 +505,7 @@ def _build_tuner(prepared: Prepared, searcher: Any, state: dict[str, Any], *, ve
             )
         )
     return tune.Tuner(
-        _trainable(prepared),
+        _trainable(prepared, experiment_dir),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
@@ -412,29 +542,26 @@ def _finish(
     rep = _report_from_grid(prepared, grid)
     paths = rep.write(experiment_dir / "report")
     if cfg.mlflow.enabled:
-        state["trial_runs"] = _trial_runs(cfg, state)
-        _write_state(experiment_dir, state)
-        finish_parent_run(cfg, state, rep, paths)
+        try:
+            finish_parent_run(cfg, state, rep, paths)
+        except Exception as exc:  # noqa: BLE001 - the search is done; MLflow can catch up later
+            logger.warning(
+                "could not finish the MLflow parent run (%s); run `paretune sync-mlflow %s`",
+                exc,
+                experiment_dir,
+            )
+    if rep.rows and not any(r.ok for r in rep.rows):
+        raise SearchFailed(failure_summary(rep, experiment_dir))
     return RunResult(
         experiment_dir, rep, state.get("parent_run_id"), state.get("mlflow_experiment_id")
     )
 
 
-def _trial_runs(config: ExperimentConfig, state: dict[str, Any]) -> dict[str, str]:
-    """``{trial id: MLflow run id}`` of the nested runs under the parent run."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
-    out: dict[str, str] = {}
-    token = None
-    while True:
-        page = client.search_runs(
-            [state["mlflow_experiment_id"]],
-            filter_string=f"tags.mlflow.parentRunId = '{state['parent_run_id']}'",
-            max_results=1000,
-            page_token=token,
-        )
-        out.update({r.data.tags.get("trial_id", r.info.run_id): r.info.run_id for r in page})
-        token = page.token
-        if not token:
-            return out
+def failure_summary(rep: SearchReport, experiment_dir: Path) -> str:
+    """``all N trials failed`` with the most common reasons."""
+    counts: dict[str, int] = {}
+    for r in rep.rows:
+        counts[r.error or "unknown"] = counts.get(r.error or "unknown", 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    reasons = "; ".join(f"{n} x {reason}" for reason, n in top)
+    return f"all {len(rep.rows)} trials failed ({reasons}); details in {experiment_dir}"

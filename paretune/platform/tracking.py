@@ -71,6 +71,18 @@ def split_result(result: Mapping[str, Any]) -> tuple[dict[str, float], dict[str,
     return metrics, tags
 
 
+def result_metrics(result: Mapping[str, Any]) -> list[Metric]:
+    """A Ray result's metrics for MLflow, stamped with the result's own time and iteration.
+
+    Using the result's timestamp (not the time of logging) makes logging idempotent: the store
+    drops an exact duplicate, so ``paretune sync-mlflow`` can replay results safely.
+    """
+    metrics, _ = split_result(result)
+    step = int(result.get("training_iteration", 0) or 0)
+    ts = int(float(result.get("timestamp") or time.time()) * 1000)
+    return [Metric(k, v, ts, step) for k, v in metrics.items()]
+
+
 def meta_tags(config: Mapping[str, Any]) -> dict[str, str]:
     """Tags for a trial from its config: architecture and the searcher's proposal metadata."""
     tags: dict[str, str] = {}
@@ -90,18 +102,24 @@ def meta_tags(config: Mapping[str, Any]) -> dict[str, str]:
 class MlflowWriter:
     """``MlflowClient`` calls that survive an unreachable server: failed calls queue, in order.
 
-    Every call first retries the queue; while the queue is not empty new calls join it, so the
-    order of writes is kept. ``flush(timeout)`` retries until the queue is empty or time is up.
+    While the queue is not empty, new calls join it (so writes keep their order) and the queue
+    is retried at most every ``retry_s`` seconds, so an outage costs the driver one failed
+    request per ``retry_s``, not one per result. ``flush(timeout)`` retries until it is empty.
     """
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, retry_s: float = 5.0) -> None:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.queue: deque[tuple[str, Callable[[], Any]]] = deque()
+        self.retry_s = retry_s
+        self._next_try = 0.0
         self._last_warning = 0.0
+        self.failures = 0
 
     def call(self, what: str, fn: Callable[[], Any]) -> bool:
         self.queue.append((what, fn))
+        if len(self.queue) > 1 and time.monotonic() < self._next_try:
+            return False
         return self.drain()
 
     def drain(self) -> bool:
@@ -111,7 +129,9 @@ class MlflowWriter:
             try:
                 fn()
             except Exception as exc:  # noqa: BLE001 - any client/transport error: keep for later
+                self.failures += 1
                 now = time.monotonic()
+                self._next_try = now + self.retry_s
                 if now - self._last_warning > 30:
                     logger.warning(
                         "MLflow unreachable (%s: %s); %d writes queued", what, exc, len(self.queue)
@@ -158,9 +178,29 @@ class MlflowTracker(Callback):
         self.writer: MlflowWriter | None = None
         self.runs: dict[str, str] = {}
         self.ended: set[str] = set()
+        self._reconciled = False
 
     def setup(self, **info: Any) -> None:
         self.writer = MlflowWriter(self.tracking_uri)
+
+    def _reconcile(self) -> None:
+        """Learn the trial runs that already exist under the parent run (after a resume).
+
+        Ray's saved callback state can be seconds old; MLflow itself knows every run created
+        before the driver died, so a restored trial reuses its run and never gets a duplicate.
+        """
+        if self._reconciled:
+            return
+        self._reconciled = True
+        try:
+            for trial_id, (run_id, status) in existing_trial_runs(
+                self._w().client, self.experiment_id, self.parent_run_id
+            ).items():
+                self.runs[trial_id] = run_id
+                if status in ("FINISHED", "FAILED", "KILLED"):
+                    self.ended.add(trial_id)
+        except Exception as exc:  # noqa: BLE001 - unreachable: keep Ray's saved state
+            logger.warning("could not list existing MLflow runs (%s); using the saved state", exc)
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the callback with the tuner; the client and its queue stay behind.
@@ -182,8 +222,11 @@ class MlflowTracker(Callback):
 
     # ------------------------------------------------------------------ trial events
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._reconcile()
         trial_id = trial.trial_id
         client = self._w().client
+        if trial_id in self.ended:
+            return  # finished before a restart: replayed from the journal, already complete
         if trial_id in self.runs:
             # A restored trial runs again: reuse its run instead of making a duplicate.
             run_id = self.runs[trial_id]
@@ -223,12 +266,11 @@ class MlflowTracker(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        metrics, _ = split_result(result)
-        if not metrics:
+        if trial.trial_id in self.ended:
+            return  # finished before a restart: replayed from the journal, already complete
+        batch = result_metrics(result)
+        if not batch:
             return
-        step = int(result.get("training_iteration", 0) or 0)
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, v, ts, step) for k, v in metrics.items()]
         client = self._w().client
         self._run_call(
             trial.trial_id, "log_batch", lambda rid: client.log_batch(rid, metrics=batch)
@@ -263,6 +305,28 @@ class MlflowTracker(Callback):
                 "MLflow writes still queued at the end (%d); run `paretune sync-mlflow` later",
                 len(self._w().queue),
             )
+
+
+def existing_trial_runs(
+    client: MlflowClient, experiment_id: str, parent_run_id: str
+) -> dict[str, tuple[str, str]]:
+    """``{trial id: (run id, status)}`` of the nested runs under ``parent_run_id``."""
+    out: dict[str, tuple[str, str]] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        for r in page:
+            trial_id = r.data.tags.get("trial_id")
+            if trial_id:
+                out[trial_id] = (r.info.run_id, r.info.status)
+        token = page.token
+        if not token:
+            return out
 
 
 def error_text(trial: Any) -> str:

@@ -1,7 +1,8 @@
 """The function trainable every trial runs: decode the architecture, evaluate it, report.
 
 Evaluators are built once per worker process and cached (``reuse_actors=True`` keeps the
-process), so the NB201 table or a dataset is loaded once, not once per trial.
+process), so the NB201 table or a dataset is loaded once, not once per trial. A trial already in
+the experiment's journal (it finished before the driver was killed) is replayed, not re-run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def arch_from_config(space: SearchSpace, config: Mapping[str, Any]) -> Arch:
     return space.from_params({d.name: config[d.name] for d in space.decisions if d.name in config})
 
 
-def _check_finite(values: Mapping[str, Any], objectives: ObjectiveSet) -> None:
+def check_finite(values: Mapping[str, Any], objectives: ObjectiveSet) -> None:
+    """Raise ``TrialFailure`` naming every objective that is missing, NaN or infinite."""
     bad = {}
     for name in objectives.names:
         v = values.get(name)
@@ -56,6 +58,23 @@ def _check_finite(values: Mapping[str, Any], objectives: ObjectiveSet) -> None:
         raise TrialFailure(f"objective values not finite: {bad}")
 
 
+def _replay(journal_path: str | None, trial_id: str) -> dict[str, Any] | None:
+    """The journal record of this trial, if it already finished in an earlier driver's life."""
+    if not journal_path:
+        return None
+    from paretune.platform.journal import TrialJournal
+
+    return TrialJournal(journal_path).load().get(trial_id)
+
+
+def _placement() -> dict[str, Any]:
+    """Where the trial runs: Ray node id and the GPU ids Ray gave it."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+
+
 def run_trial(
     config: dict[str, Any],
     *,
@@ -64,22 +83,49 @@ def run_trial(
     evaluator_kind: str,
     evaluator_settings: Mapping[str, Any],
     cpus_per_trial: float = 1.0,
+    memory_limit_mb: float | None = None,
+    journal_path: str | None = None,
+    faults: Mapping[str, Any] | None = None,
 ) -> None:
     """Ray Tune function trainable (bind the keyword arguments with ``tune.with_parameters``)."""
+    from paretune.platform.guard import FaultInjector, MemoryGuard
+    from paretune.platform.tracking import RAY_RESULT_KEYS
+
+    context = tune.get_context()
+    record = _replay(journal_path, context.get_trial_id())
+    if record is not None:
+        if record["status"] != "ok":
+            raise TrialFailure(f"failed before the driver restarted: {record.get('error')}")
+        tune.report(
+            {k: v for k, v in record["result"].items() if k not in RAY_RESULT_KEYS or k == "final"}
+        )
+        return
+
     arch = arch_from_config(space, config)
+    arch_text = space.encode(arch)
     settings = dict(evaluator_settings)
     if evaluator_kind == "train" and settings.get("threads") is None:
         settings["threads"] = max(1, int(cpus_per_trial))
     evaluator = get_evaluator(evaluator_kind, settings)
     proposal = config.get("proposal") or {}
-    context = {"meta": proposal.get("meta", {}), "trial_dir": tune.get_context().get_trial_dir()}
+    trial_dir = context.get_trial_dir()
+    where = _placement()
 
     def report_intermediate(metrics: dict[str, Any]) -> None:
-        tune.report(dict(metrics))
+        tune.report({**metrics, **where})
 
-    evaluation = evaluator.evaluate(arch, report_intermediate, **context)
-    _check_finite(evaluation.values, objectives)
+    with MemoryGuard(memory_limit_mb) as guard:
+        fault = FaultInjector(**faults).before(arch_text, trial_dir) if faults else None
+        evaluation = evaluator.evaluate(
+            arch, report_intermediate, meta=proposal.get("meta", {}), trial_dir=trial_dir
+        )
+    if fault == "nan":
+        evaluation.values[objectives.names[0]] = float("nan")
+    check_finite(evaluation.values, objectives)
     final = evaluation.as_report()
-    final["arch"] = space.encode(arch)
+    final.update(where)
+    final["arch"] = arch_text
+    if memory_limit_mb is not None:
+        final["peak_rss_mb"] = guard.peak_mb
     final["final"] = True
     tune.report(final)

@@ -21,8 +21,20 @@ NB201_OPS: tuple[str, ...] = (
 NB201_EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
 
+# Operations from the fewest parameters and multiply-adds to the most.
+_COST_ORDER = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
+
+
 def edge_name(src: int, dst: int) -> str:
     return f"e{src}_{dst}"
+
+
+def cheapest_arch(space: SearchSpace) -> Arch:
+    """The architecture with the fewest parameters and FLOPs: per edge the cheapest allowed op."""
+    return tuple(
+        min(allowed, key=lambda i, d=d: _COST_ORDER.index(d.options[i]))
+        for d, allowed in zip(space.decisions, space.allowed, strict=True)
+    )
 
 
 class NB201Space(SearchSpace):

@@ -1,0 +1,161 @@
+"""``paretune sync-mlflow``: make MLflow agree with what Ray recorded, after an outage or from scratch.
+
+For every trial of an experiment directory (Ray's results plus the trial journal), the nested
+run is created if missing, every reported result is logged (results carry their own timestamp
+and step, so replaying one that is already there adds nothing), the final tags are set and the
+run is ended with the trial's status. A missing parent run (or a new tracking URI) gets a new
+parent run; the report's summary and artifacts are logged to it and it is ended.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from paretune.platform.journal import JOURNAL_FILE, TrialJournal
+from paretune.platform.tracking import (
+    MAX_TAG_LENGTH,
+    existing_trial_runs,
+    meta_tags,
+    result_metrics,
+    split_result,
+)
+
+
+@dataclass
+class SyncSummary:
+    """What a sync did."""
+
+    tracking_uri: str
+    parent_run_id: str
+    created: int = 0
+    completed: int = 0
+    already_complete: int = 0
+
+
+def _trial_results(trial_dir: Path) -> list[dict[str, Any]]:
+    path = trial_dir / "result.json"
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line
+    return out
+
+
+def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{trial id: {"config", "results", "status", "error"}}`` from Ray's files and the journal."""
+    from ray.tune import ExperimentAnalysis
+
+    trials: dict[str, dict[str, Any]] = {}
+    analysis = ExperimentAnalysis(str(experiment_dir))
+    for trial in analysis.trials:
+        status = {"TERMINATED": "ok", "ERROR": "failed"}.get(trial.status, "interrupted")
+        trials[trial.trial_id] = {
+            "config": dict(trial.config),
+            "results": _trial_results(Path(trial.local_path)) if trial.local_path else [],
+            "status": status,
+            "error": None,
+        }
+    for trial_id, record in TrialJournal(experiment_dir / JOURNAL_FILE).load().items():
+        entry = trials.setdefault(
+            trial_id,
+            {
+                "config": record["config"],
+                "results": [record["result"]],
+                "status": "ok",
+                "error": None,
+            },
+        )
+        entry["status"] = record["status"]
+        entry["error"] = record.get("error")
+        if not entry["results"] and record["result"]:
+            entry["results"] = [record["result"]]
+    return trials
+
+
+def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> SyncSummary:
+    """Bring MLflow up to date with the experiment directory; see the module docstring."""
+    from paretune.platform.launcher import (
+        _report_from_grid,
+        _result_grid,
+        _write_state,
+        finish_parent_run,
+        load_experiment,
+        open_parent_run,
+        prepare,
+    )
+    from paretune.platform.trainable import arch_from_config
+
+    experiment_dir = Path(experiment_dir).expanduser().resolve()
+    config, state = load_experiment(experiment_dir)
+    configured = tracking_uri is None or tracking_uri == config.mlflow.tracking_uri
+    if not configured:
+        config = config.model_copy(
+            update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": tracking_uri})}
+        )
+    uri = config.mlflow.tracking_uri
+    client = MlflowClient(uri)
+    parent_id = state.get("parent_run_id") if configured else None
+    if parent_id is not None:
+        try:
+            client.get_run(parent_id)
+        except MlflowException:
+            parent_id = None
+    if parent_id is None:
+        exp_id, parent_id = open_parent_run(config, state["run_name"], experiment_dir)
+        if configured:
+            state.update(mlflow_experiment_id=exp_id, parent_run_id=parent_id)
+            _write_state(experiment_dir, state)
+    else:
+        exp_id = state["mlflow_experiment_id"]
+    sync_state = dict(state, mlflow_experiment_id=exp_id, parent_run_id=parent_id)
+
+    prepared = prepare(config)
+    space = prepared.space
+    summary = SyncSummary(uri, parent_id)
+    existing = existing_trial_runs(client, exp_id, parent_id)
+    for trial_id, trial in collect_trials(experiment_dir).items():
+        run_id, status = existing.get(trial_id, (None, None))
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            summary.already_complete += 1
+            continue
+        if run_id is None:
+            tags = {
+                "mlflow.parentRunId": parent_id,
+                "trial_id": trial_id,
+                "searcher": config.search.algorithm,
+                **meta_tags(trial["config"]),
+            }
+            run_id = client.create_run(exp_id, run_name=f"trial-{trial_id}", tags=tags).info.run_id
+            try:
+                params = space.to_params(arch_from_config(space, trial["config"]))
+                client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+            except (KeyError, ValueError):
+                pass
+            summary.created += 1
+        else:
+            summary.completed += 1
+        metrics = [m for result in trial["results"] for m in result_metrics(result)]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        _, tags = split_result(trial["results"][-1] if trial["results"] else {})
+        tags["status"] = {"ok": "ok", "failed": "failed"}.get(trial["status"], "interrupted")
+        if trial["error"]:
+            tags["error"] = trial["error"][:MAX_TAG_LENGTH]
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        end = {"ok": "FINISHED", "failed": "FAILED"}.get(trial["status"], "KILLED")
+        client.set_terminated(run_id, status=end)
+
+    rep = _report_from_grid(prepared, _result_grid(experiment_dir))
+    paths = rep.write(experiment_dir / "report")
+    finish_parent_run(config, sync_state, rep, paths)
+    return summary
