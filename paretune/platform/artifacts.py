@@ -43,6 +43,9 @@ CELL_ARTIFACT = "cell.png"
 WEIGHTS_FILE = "weights.pt"
 WEIGHTS_META_FILE = "weights.json"
 MODEL_NAME = "model"
+# Real images in a model's input example: torch.export keeps a batch dimension of 1 static, so
+# the example holds two to keep the logged model's batch size free.
+EXAMPLE_BATCH = 2
 MAX_TAG = 5000
 
 # Operation colours of the cell picture; ``none`` is drawn dashed and faint.
@@ -200,9 +203,7 @@ def log_cell_pictures(
 
 
 # ---------------------------------------------------------------------- parent run
-def parent_tags(
-    report: SearchReport, config: ExperimentConfig | None = None
-) -> dict[str, str]:
+def parent_tags(report: SearchReport, config: ExperimentConfig | None = None) -> dict[str, str]:
     """Tags of the parent run: objectives (direction, limit, reference), searcher and summary."""
     tags: dict[str, str] = {}
     reference = report.objectives.reference or {}
@@ -230,7 +231,8 @@ def parent_note(report: SearchReport, config: ExperimentConfig | None = None) ->
     if config is not None:
         params = ", ".join(f"{k}={v}" for k, v in sorted(config.search.params.items()))
         lines += [
-            f"Searcher: `{config.search.algorithm}`" + (f" ({params})" if params else "")
+            f"Searcher: `{config.search.algorithm}`"
+            + (f" ({params})" if params else "")
             + f", {config.search.num_samples} samples, evaluator `{config.evaluator.kind}`.",
             "",
         ]
@@ -298,7 +300,28 @@ def log_parent_summary(
         for path in files.values():
             client.log_artifact(run_id, str(path), "report")
     if searcher_state is not None:
-        client.log_dict(run_id, json.loads(json.dumps(searcher_state, default=str)), "searcher/state.json")
+        client.log_dict(
+            run_id, json.loads(json.dumps(searcher_state, default=str)), "searcher/state.json"
+        )
+
+
+def searcher_state_from_dir(experiment_dir: str | Path) -> dict[str, Any] | None:
+    """The searcher's last saved state in a Ray experiment directory, when it is JSON.
+
+    Ray saves the searcher as ``searcher-state-<time>.pkl``; ``ParetoSearcher`` writes JSON
+    there, Ray's ``OptunaSearch`` a pickle (not read: ``None``). Works after a resume too, where
+    the driver holds no reference to the restored searcher.
+    """
+    files = sorted(
+        Path(experiment_dir).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime
+    )
+    if not files:
+        return None
+    try:
+        state = json.loads(files[-1].read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 # ---------------------------------------------------------------------- pareto tags
@@ -426,12 +449,14 @@ def default_build(meta: Mapping[str, Any]) -> nn.Module:
     return space.build(space.decode(meta["arch"]), **dict(meta.get("build", {})))
 
 
-def example_input(dataset: str, data_path: str | None = None, seed: int = 0) -> np.ndarray:
-    """One real test image of ``dataset`` as a float32 array of shape (1, C, H, W)."""
+def example_input(
+    dataset: str, data_path: str | None = None, *, n: int = EXAMPLE_BATCH, seed: int = 0
+) -> np.ndarray:
+    """``n`` real test images of ``dataset`` as a float32 array of shape (n, C, H, W)."""
     from paretune.objectives.data import load_dataset
 
     data = load_dataset(dataset, path=data_path, seed=seed)
-    return data.test.x[:1].numpy().copy()
+    return data.test.x[:n].numpy().copy()
 
 
 def log_front_models(
@@ -446,10 +471,11 @@ def log_front_models(
 ) -> list[LoggedFrontModel]:
     """Log the trained networks of the front as MLflow pytorch models into their trial runs.
 
-    Each model gets a signature (from one real input and the network's output on it), that
-    input as its example, the tags ``arch`` and ``trial_id``, and the trial run gets the tags
-    ``model_id`` and ``model_uri``. The network's classes are pickled by value, so loading needs
-    torch but not paretune. A front trial without saved weights is skipped with a warning.
+    Each network is saved in MLflow's ``pt2`` format (``torch.export``: loading needs torch,
+    not paretune, and unpickles nothing) with a signature inferred from real inputs and the
+    network's outputs on them, those inputs as the input example, the tags ``arch`` and
+    ``trial_id``; the trial run gets the tags ``model_id`` and ``model_uri``. Front trials
+    without a run or saved weights are skipped (one warning names them).
 
     Args:
         tracking_uri: the experiment's tracking URI.
@@ -458,13 +484,16 @@ def log_front_models(
         trial_dirs: ``{trial id: trial directory}`` (where ``weights.pt``/``weights.json`` are).
         register_name: also register each model as a version of this registered model.
         build_fn: see :func:`load_trial_model`.
-        input_example: one real input (1, C, H, W); default: one test image of the dataset
-            named in ``weights.json``.
+        input_example: real inputs (N, C, H, W); default: :data:`EXAMPLE_BATCH` test images of
+            the dataset named in ``weights.json``. With N = 1 the model only accepts batches
+            of one (``torch.export`` specialises a size-1 dimension).
 
     Returns:
         The logged models, in front order.
+
+    Raises:
+        ValueError: no input example can be found for a model.
     """
-    import mlflow
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
@@ -472,22 +501,19 @@ def log_front_models(
 
     client = MlflowClient(tracking_uri)
     logged: list[LoggedFrontModel] = []
-    requirements = [
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"numpy=={_version('numpy')}",
-        f"cloudpickle=={_version('cloudpickle')}",
-    ]
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={_version('numpy')}"]
+    skipped: list[str] = []
     with _tracking_uri(tracking_uri):
         for row in front:
             run_id = trial_runs.get(row.trial_id)
             folder = trial_dirs.get(row.trial_id)
             if run_id is None or folder is None:
-                logger.warning("front trial %s: no run or trial directory, no model", row.trial_id)
+                skipped.append(row.trial_id)
                 continue
             try:
                 model, meta = load_trial_model(folder, build_fn)
-            except FileNotFoundError as exc:
-                logger.warning("front trial %s: no model (%s)", row.trial_id, exc)
+            except FileNotFoundError:
+                skipped.append(row.trial_id)
                 continue
             example = input_example
             if example is None and meta.get("dataset"):
@@ -500,42 +526,49 @@ def log_front_models(
             with torch.no_grad():
                 output = model(torch.as_tensor(example)).numpy()
             signature = infer_signature(example, output)
-            run = client.get_run(run_id)
             lm = client.create_logged_model(
-                run.info.experiment_id,
+                client.get_run(run_id).info.experiment_id,
                 name=MODEL_NAME,
                 source_run_id=run_id,
                 tags={"arch": row.arch, "trial_id": row.trial_id},
                 params={k: str(v) for k, v in dict(meta.get("build", {})).items()},
-                model_type="nb201-network",
+                model_type=f"{meta.get('space', 'nb201')}-network",
             )
-            with _pickle_by_value(type(model).__module__):
-                info = mlflow.pytorch.log_model(
-                    model,
-                    name=MODEL_NAME,
-                    run_id=run_id,
-                    model_id=lm.model_id,
-                    signature=signature,
-                    input_example=example,
-                    registered_model_name=register_name,
-                    pip_requirements=requirements,
-                    metadata={"arch": row.arch, "trial_id": row.trial_id},
-                )
+            info = mlflow.pytorch.log_model(
+                model,
+                name=MODEL_NAME,
+                run_id=run_id,
+                model_id=lm.model_id,
+                signature=signature,
+                input_example=example,
+                serialization_format="pt2",
+                registered_model_name=register_name,
+                pip_requirements=requirements,
+                metadata={"arch": row.arch, "trial_id": row.trial_id},
+            )
             version = getattr(info, "registered_model_version", None)
             uri = f"models:/{lm.model_id}"
-            client.log_batch(
-                run_id,
-                tags=[
-                    _tag("model_id", lm.model_id),
-                    _tag("model_uri", uri),
-                    *([_tag("registered_model", f"{register_name}/{version}")] if version else []),
-                ],
-            )
+            tags = [_tag("model_id", lm.model_id), _tag("model_uri", uri)]
+            if version is not None:
+                tags.append(_tag("registered_model", f"{register_name}/{version}"))
+            client.log_batch(run_id, tags=tags)
             logged.append(
                 LoggedFrontModel(
-                    row.trial_id, run_id, lm.model_id, uri, None if version is None else str(version)
+                    row.trial_id,
+                    run_id,
+                    lm.model_id,
+                    uri,
+                    None if version is None else str(version),
                 )
             )
+    if skipped:
+        logger.warning(
+            "no MLflow model for %d front trial(s) without a run or saved weights "
+            "(%s in the trial directory): %s",
+            len(skipped),
+            WEIGHTS_FILE,
+            ", ".join(skipped),
+        )
     return logged
 
 
@@ -569,24 +602,3 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
-
-
-@contextlib.contextmanager
-def _pickle_by_value(module_name: str) -> Iterator[None]:
-    """Pickle the classes of ``module_name`` (a paretune module) by value for the block."""
-    import importlib
-
-    import cloudpickle
-
-    if not module_name.startswith("paretune."):
-        yield
-        return
-    module = importlib.import_module(module_name)
-    registered = module_name in cloudpickle.list_registry_pickle_by_value()
-    if not registered:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        yield
-    finally:
-        if not registered:
-            cloudpickle.unregister_pickle_by_value(module)

@@ -145,12 +145,14 @@ class FaultsConfig(_Strict):
     Each architecture is assigned at most one fault by a hash of (seed, architecture): its trial
     raises, reports NaN for the first objective, or allocates memory until the OOM guard stops
     it. ``transient`` faults hit only the first attempt, so retries (failure.max_failures) succeed.
+    ``delay_s`` makes every trial take at least that long (slow workers, scheduling tests).
     """
 
     raise_rate: float = Field(0.0, ge=0, le=1)
     nan_rate: float = Field(0.0, ge=0, le=1)
     memory_rate: float = Field(0.0, ge=0, le=1)
     transient: bool = False
+    delay_s: float = Field(0.0, ge=0)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -162,7 +164,7 @@ class FaultsConfig(_Strict):
 
     @property
     def active(self) -> bool:
-        return self.raise_rate + self.nan_rate + self.memory_rate > 0
+        return self.raise_rate + self.nan_rate + self.memory_rate + self.delay_s > 0
 
 
 class MlflowConfig(_Strict):

@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,12 @@ class FaultInjector:
         nan_rate: float = 0.0,
         memory_rate: float = 0.0,
         transient: bool = False,
+        delay_s: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.rates = (("raise", raise_rate), ("nan", nan_rate), ("memory", memory_rate))
         self.transient = transient
+        self.delay_s = delay_s
         self.seed = seed
 
     def fault_for(self, arch: str) -> str | None:
@@ -105,15 +108,22 @@ class FaultInjector:
                 return name
         return None
 
-    def before(self, arch: str, trial_dir: str | None) -> str | None:
-        """The fault to apply now (``None``: evaluate normally). Raises for ``raise``."""
+    def before(self, arch: str, attempts_dir: str | Path | None, trial_id: str) -> str | None:
+        """The fault to apply now (``None``: evaluate normally). Raises for ``raise``.
+
+        ``attempts_dir`` (shared by every attempt of a trial) remembers which trials already
+        had their transient fault, so that Ray's retry of the trial succeeds.
+        """
+        if self.delay_s:
+            time.sleep(self.delay_s)
         fault = self.fault_for(arch)
         if fault is None:
             return None
-        if self.transient and trial_dir:
-            marker = Path(trial_dir) / ".paretune-fault-injected"
+        if self.transient and attempts_dir:
+            marker = Path(attempts_dir) / f"{trial_id}.fault"
             if marker.exists():
                 return None  # a retry of a transient fault succeeds
+            marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
         if fault == "raise":
             raise InjectedFault(f"injected failure for {arch}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import time
 import urllib.request
@@ -320,8 +321,12 @@ def finish_parent_run(
         client.log_artifact(run_id, str(path), "report")
     front_ids = {r.trial_id for r in report.front}
     trial_runs = existing_trial_runs(client, state["mlflow_experiment_id"], run_id)
-    for trial_id, (trial_run, _) in trial_runs.items():
+    for trial_id, (trial_run, status) in trial_runs.items():
         client.set_tag(trial_run, "pareto", "front" if trial_id in front_ids else "dominated")
+        if status == "RUNNING":
+            # Started before a driver died and not resumed by Ray: end it, saying so.
+            client.set_tag(trial_run, "status", "interrupted")
+            client.set_terminated(trial_run, status="KILLED")
     status = "FINISHED" if any(r.ok for r in report.rows) or not report.rows else "FAILED"
     client.set_terminated(run_id, status=status)
 
@@ -561,7 +566,9 @@ def failure_summary(rep: SearchReport, experiment_dir: Path) -> str:
     """``all N trials failed`` with the most common reasons."""
     counts: dict[str, int] = {}
     for r in rep.rows:
-        counts[r.error or "unknown"] = counts.get(r.error or "unknown", 0) + 1
+        # Group alike errors: the architecture in a message differs from trial to trial.
+        reason = re.sub(r"\|[^\s;]*\|", "<arch>", r.error or "unknown")
+        counts[reason] = counts.get(reason, 0) + 1
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
     reasons = "; ".join(f"{n} x {reason}" for reason, n in top)
     return f"all {len(rep.rows)} trials failed ({reasons}); details in {experiment_dir}"

@@ -31,6 +31,7 @@ class TrialRow:
     ok: bool
     error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None  # the trial's directory (Ray's ``Result.path``), when known
 
 
 def trial_number(trial_id: str, trial_path: str | None = None) -> int:
@@ -79,6 +80,7 @@ def rows_from_results(
                 ok=ok,
                 error=error,
                 extras=extras,
+                path=str(res.path) if getattr(res, "path", None) else None,
             )
         )
     rows.sort(key=lambda r: (r.number, r.trial_id))
@@ -146,7 +148,11 @@ class SearchReport:
 
     # ------------------------------------------------------------------ files
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write trials.csv, pareto_front.csv and the plots; returns the paths by name."""
+        """Write trials.csv, pareto_front.csv and the plots; returns the paths by name.
+
+        Plots: ``pareto_front.png`` (every pair of objectives), ``hypervolume.png`` and, for
+        three or more objectives, ``parallel_coordinates.png``.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -155,11 +161,15 @@ class SearchReport:
             "front_plot": out / "pareto_front.png",
             "hv_plot": out / "hypervolume.png",
         }
+        if len(self.objectives) >= 3:
+            paths["parallel_plot"] = out / "parallel_coordinates.png"
         front_ids = {r.trial_id for r in self.front}
         self._write_csv(paths["trials"], self.rows, front_ids)
         self._write_csv(paths["front"], self.front, front_ids)
         plot_front(self, paths["front_plot"])
         plot_hypervolume(self, paths["hv_plot"])
+        if "parallel_plot" in paths:
+            plot_parallel(self, paths["parallel_plot"])
         return paths
 
     def _write_csv(self, path: Path, rows: Sequence[TrialRow], front_ids: set[str]) -> None:
@@ -222,62 +232,144 @@ def build_report(rows: list[TrialRow], objectives: ObjectiveSet) -> SearchReport
     return SearchReport(objectives, rows, front, reference, source, history)
 
 
-def plot_front(report: SearchReport, path: Path) -> None:
-    """Every pair of objectives as a scatter: front highlighted, dominated points faded."""
-    import matplotlib
+def _label(o: Any) -> str:
+    """An axis label: the objective, its direction and its limit."""
+    text = f"{o.name} ({o.direction})"
+    return text if o.limit is None else f"{text}, limit {o.limit:g}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_front(report: SearchReport, path: Path) -> None:
+    """Every pair of objectives as a scatter: front highlighted, dominated points faded.
+
+    Limits are drawn as dotted lines; infeasible trials are marked with a cross.
+    """
+    from matplotlib.figure import Figure
 
     objs = report.objectives.objectives
     pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))] or [(0, 0)]
     cols = min(3, len(pairs))
     rows_n = math.ceil(len(pairs) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
+    fig = Figure(figsize=(4.6 * cols, 4.0 * rows_n + 0.5), dpi=90)
+    axes = fig.subplots(rows_n, cols, squeeze=False)
     ok = [r for r in report.rows if r.ok]
     front_ids = {r.trial_id for r in report.front}
+    dom = [r for r in ok if r.trial_id not in front_ids]
+    infeasible = [r for r in dom if report.objectives.violation(r.values) > 0]
+    dom = [r for r in dom if report.objectives.violation(r.values) <= 0]
     for ax, (i, j) in zip(axes.flat, pairs, strict=False):
-        xi, yj = objs[i].name, objs[j].name
-        dom = [r for r in ok if r.trial_id not in front_ids]
+        xo, yo = objs[i], objs[j]
         ax.scatter(
-            [r.values[xi] for r in dom],
-            [r.values[yj] for r in dom],
-            s=14,
-            c="0.6",
-            alpha=0.4,
-            label="dominated",
+            [r.values[xo.name] for r in dom],
+            [r.values[yo.name] for r in dom],
+            s=16,
+            c="0.55",
+            alpha=0.35,
+            linewidths=0,
+            label=f"dominated ({len(dom)})",
         )
+        if infeasible:
+            ax.scatter(
+                [r.values[xo.name] for r in infeasible],
+                [r.values[yo.name] for r in infeasible],
+                s=18,
+                c="0.55",
+                alpha=0.5,
+                marker="x",
+                label=f"beyond a limit ({len(infeasible)})",
+            )
         ax.scatter(
-            [r.values[xi] for r in report.front],
-            [r.values[yj] for r in report.front],
-            s=28,
+            [r.values[xo.name] for r in report.front],
+            [r.values[yo.name] for r in report.front],
+            s=36,
             c="tab:red",
-            label="Pareto front",
+            edgecolors="black",
+            linewidths=0.5,
+            zorder=3,
+            label=f"Pareto front ({len(report.front)})",
         )
-        ax.set_xlabel(f"{xi} ({objs[i].direction})")
-        ax.set_ylabel(f"{yj} ({objs[j].direction})")
+        if xo.limit is not None:
+            ax.axvline(xo.limit, color="tab:purple", ls=":", lw=1)
+        if yo.limit is not None and (i, j) != (0, 0):
+            ax.axhline(yo.limit, color="tab:purple", ls=":", lw=1)
+        ax.set_xlabel(_label(xo))
+        ax.set_ylabel(_label(yo))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"{len(ok)} trials, {len(report.front)} on the front")
+    axes.flat[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{len(ok)} trials, {len(report.front)} on the Pareto front")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.savefig(path)
+
+
+def plot_parallel(report: SearchReport, path: Path) -> None:
+    """Parallel coordinates: one axis per objective, better values up, front lines in colour.
+
+    Each axis is scaled to the range of the successful trials and labelled with its extremes;
+    dominated trials are thin grey lines, front trials coloured by the first objective.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    objs = report.objectives.objectives
+    ok = [r for r in report.rows if r.ok]
+    fig = Figure(figsize=(max(6.0, 2.0 * len(objs) + 1.5), 4.4), dpi=90)
+    ax = fig.add_subplot()
+    if not ok:
+        ax.text(0.5, 0.5, "no successful trials", ha="center", va="center")
+        ax.axis("off")
+        fig.savefig(path)
+        return
+    raw = np.array([[r.values[o.name] for o in objs] for r in ok], dtype=float)
+    lo, hi = raw.min(axis=0), raw.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    scaled = (raw - lo) / span
+    for k, o in enumerate(objs):
+        if o.direction == "min":  # better is up on every axis
+            scaled[:, k] = 1.0 - scaled[:, k]
+    xs = np.arange(len(objs))
+    front_ids = {r.trial_id for r in report.front}
+    on_front = np.array([r.trial_id in front_ids for r in ok])
+    for line in scaled[~on_front]:
+        ax.plot(xs, line, color="0.6", alpha=0.3, lw=0.8)
+    cmap = colormaps["viridis"]
+    first = scaled[on_front, 0] if on_front.any() else np.zeros(0)
+    for line, c in zip(scaled[on_front], first, strict=True):
+        ax.plot(xs, line, color=cmap(0.1 + 0.8 * c), alpha=0.9, lw=1.8, marker="o", ms=3)
+    for k, o in enumerate(objs):
+        ax.axvline(k, color="0.2", lw=0.8)
+        best, worst = (lo[k], hi[k]) if o.direction == "min" else (hi[k], lo[k])
+        ax.text(k, 1.03, f"{best:.4g}", ha="center", va="bottom", fontsize=8)
+        ax.text(k, -0.03, f"{worst:.4g}", ha="center", va="top", fontsize=8)
+    ax.set_xticks(xs, [f"{o.name}\n({o.direction})" for o in objs])
+    ax.xaxis.set_ticks_position("top")
+    ax.tick_params(axis="x", pad=16, length=0)
+    ax.set_yticks([])
+    ax.set_ylim(-0.12, 1.12)
+    ax.set_xlim(-0.3, len(objs) - 0.7)
+    for side in ("left", "right", "bottom", "top"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(
+        f"{len(report.front)} on the front (coloured) of {len(ok)} trials; better is up",
+        fontsize=9,
+        y=-0.16,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def plot_hypervolume(report: SearchReport, path: Path) -> None:
-    import matplotlib
+    """The hypervolume of the feasible trials seen so far, after each trial."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot(range(1, len(report.hv_history) + 1), report.hv_history, marker=".")
+    fig = Figure(figsize=(5.5, 3.6), dpi=90)
+    ax = fig.add_subplot()
+    hv = report.hv_history
+    ax.plot(range(1, len(hv) + 1), hv, marker=".", drawstyle="steps-post")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume")
-    ax.set_title(f"reference: {report.reference_source}", fontsize=8)
+    final = f"final {hv[-1]:.6g}; " if hv else ""
+    ax.set_title(f"{final}reference: {report.reference_source}", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.savefig(path)

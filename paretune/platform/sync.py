@@ -61,7 +61,7 @@ def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
         status = {"TERMINATED": "ok", "ERROR": "failed"}.get(trial.status, "interrupted")
         trials[trial.trial_id] = {
             "config": dict(trial.config),
-            "results": _trial_results(Path(trial.local_path)) if trial.local_path else [],
+            "results": _trial_results(experiment_dir / trial.storage.trial_dir_name),
             "status": status,
             "error": None,
         }

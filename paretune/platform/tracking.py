@@ -242,12 +242,29 @@ class MlflowTracker(Callback):
         }
         params = self.arch_params(trial.config) if self.arch_params else {}
 
+        attempts = 0
+
         def create() -> None:
-            run = client.create_run(self.experiment_id, tags=tags, run_name=tags["mlflow.runName"])
-            self.runs[trial_id] = run.info.run_id
-            if params:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                # A failed attempt may have reached the server (the answer was lost): adopt
+                # the run it made instead of making a second one.
+                found = client.search_runs(
+                    [self.experiment_id],
+                    f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.trial_id = '{trial_id}'",
+                    max_results=1,
+                )
+                if found:
+                    self.runs[trial_id] = found[0].info.run_id
+            if trial_id not in self.runs:
+                run = client.create_run(
+                    self.experiment_id, tags=tags, run_name=tags["mlflow.runName"]
+                )
+                self.runs[trial_id] = run.info.run_id
+            if params:  # logging the same params again is allowed, so a retry is safe
                 client.log_batch(
-                    run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]
+                    self.runs[trial_id], params=[Param(k, str(v)) for k, v in params.items()]
                 )
 
         self._w().call("create_run", create)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -114,8 +116,14 @@ def run_trial(
     def report_intermediate(metrics: dict[str, Any]) -> None:
         tune.report({**metrics, **where})
 
+    started_at = time.time()
     with MemoryGuard(memory_limit_mb) as guard:
-        fault = FaultInjector(**faults).before(arch_text, trial_dir) if faults else None
+        attempts_dir = Path(journal_path).parent / ".faults" if journal_path else None
+        fault = (
+            FaultInjector(**faults).before(arch_text, attempts_dir, context.get_trial_id())
+            if faults
+            else None
+        )
         evaluation = evaluator.evaluate(
             arch, report_intermediate, meta=proposal.get("meta", {}), trial_dir=trial_dir
         )
@@ -124,6 +132,9 @@ def run_trial(
     check_finite(evaluation.values, objectives)
     final = evaluation.as_report()
     final.update(where)
+    # When it was measured: a result replayed after a restart keeps these (it was not re-run).
+    final["started_at"] = started_at
+    final["evaluated_at"] = time.time()
     final["arch"] = arch_text
     if memory_limit_mb is not None:
         final["peak_rss_mb"] = guard.peak_mb
