@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.base import Engine, Proposal
@@ -138,6 +139,11 @@ def _show(values: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}: {fmt(v)}" for k, v in values.items()) + "}"
 
 
+def optuna_constraints(trial: Any) -> list[float]:
+    """Optuna ``constraints_func``: the limit violations a trial was told (<= 0 is feasible)."""
+    return list(trial.user_attrs.get("constraints", []))
+
+
 def make_optuna_searcher(
     algorithm: str,
     space: SearchSpace,
@@ -148,12 +154,14 @@ def make_optuna_searcher(
     """Ray's ``OptunaSearch`` with Optuna's NSGA-II (``nsga2``) or TPE (``tpe``) sampler.
 
     ``params`` go to the sampler (e.g. ``population_size`` for NSGA-II, ``n_startup_trials``
-    for TPE). Limits become Optuna constraints only through constrained domination in the
-    report; Optuna itself searches unconstrained here.
+    for TPE). Objective limits become Optuna constraints (the samplers' constrained
+    domination), with each trial's violations attached before it is told.
     """
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
+    limited = [o for o in objectives if o.limit is not None]
+    if limited:
+        params.setdefault("constraints_func", optuna_constraints)
     if algorithm == "nsga2":
         sampler = optuna.samplers.NSGAIISampler(seed=seed, **params)
     elif algorithm == "tpe":
@@ -164,9 +172,34 @@ def make_optuna_searcher(
         d.name: optuna.distributions.CategoricalDistribution([d.options[i] for i in allowed])
         for d, allowed in zip(space.decisions, space.allowed, strict=True)
     }
-    return OptunaSearch(
+
+    if not limited:
+        return OptunaSearch(
+            space=distributions, metric=objectives.names, mode=objectives.modes, sampler=sampler
+        )
+    return ConstrainedOptunaSearch(
+        objectives,
         space=distributions,
         metric=objectives.names,
         mode=objectives.modes,
         sampler=sampler,
     )
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that attaches each trial's limit violations before telling Optuna."""
+
+    def __init__(self, objectives: ObjectiveSet, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.objectives = objectives
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and result and self.objectives.is_valid(result):
+            limited = [o for o in self.objectives if o.limit is not None]
+            ot_trial.set_user_attr(
+                "constraints", [o.violation(float(result[o.name])) for o in limited]
+            )
+        super().on_trial_complete(trial_id, result, error)

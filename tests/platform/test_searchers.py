@@ -12,7 +12,7 @@ import pickle
 import pytest
 from ray.tune.search import Searcher
 
-from paretune.objectives.base import ObjectiveSet
+from paretune.objectives.base import Objective, ObjectiveSet
 from paretune.platform.config import OPTUNA_ALGORITHMS
 from paretune.platform.trainable import arch_from_config
 from paretune.search_algos import engine_names, make_engine
@@ -143,3 +143,19 @@ def test_pareto_searcher_finishes_when_engine_is_exhausted():
     searcher = ParetoSearcher(make_engine("random", space, OBJECTIVES, seed=0))
     assert len(drive(searcher, 10)) == 2
     assert searcher.suggest("t_last") == Searcher.FINISHED
+
+
+@pytest.mark.parametrize("algorithm", OPTUNA_ALGORITHMS)
+def test_optuna_searchers_see_limits_as_constraints(algorithm, tmp_path):
+    limited = ObjectiveSet.of(("accuracy", "max"), Objective("params", "min", limit=0.5))
+    searcher = make_optuna_searcher(algorithm, NB201Space(), limited, seed=0)
+    drive(searcher, 6)
+    trials = searcher._ot_study.get_trials()
+    assert len(trials) == 6
+    for t in trials:
+        params = synthetic_values(arch_from_config(NB201Space(), t.params))["params"]
+        assert t.user_attrs["constraints"] == [pytest.approx(max(0.0, params - 0.5))]
+    path = tmp_path / "optuna.pkl"
+    searcher.save(str(path))  # the constraint function must survive Ray's pickling
+    clone = pickle.loads(pickle.dumps(searcher))
+    assert drive(clone, 3, start=6)
