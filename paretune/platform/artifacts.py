@@ -7,7 +7,7 @@
 - :func:`tag_pareto`: the ``pareto`` tag (``front`` / ``dominated`` / ``failed``) of every trial
   run, so that the filter ``tags.pareto = 'front'`` lists the front.
 - :func:`log_front_models`: the trained architectures of the front as MLflow pytorch models
-  (signature, one real input example, optionally registered), from the trials' saved weights.
+  (``pt2`` format, signature, real input example, optionally registered), from saved weights.
 
 Everything writes through an ``MlflowClient``; nothing here changes MLflow's global state for
 longer than one call (:func:`log_front_models` sets the tracking URI for the duration of the

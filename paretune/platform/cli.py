@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"MLflow at {s.tracking_uri}: parent run {s.parent_run_id}; {s.created} trial runs created, "
                 f"{s.completed} completed, {s.already_complete} already complete"
             )
+        elif args.command == "ui":
+            from paretune.platform.ui import UIError, main_ui
+
+            try:
+                return main_ui(args.target, args.host, args.port)
+            except UIError as exc:
+                print(f"paretune: error: {exc}", file=sys.stderr)
+                return 2
     except ConfigError as exc:
         print(f"paretune: error: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,17 @@ class TrainEvaluatorConfig(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     latency_batch_size: int = Field(1, ge=1)
     energy_coefficients: dict[str, float] | None = None
+    latency_warmup: int = Field(5, ge=0)
+    latency_repeats: int = Field(20, ge=1)
+    onnx_latency: bool = False
+    energy_meter: Literal["auto", "nvml", "rapl", "estimate"] = "auto"
+    energy_batch_size: int = Field(32, ge=1)
+    energy_batches: int = Field(20, ge=1)
+    energy_warmup: int = Field(2, ge=0)
+    energy_min_window_s: float = Field(0.5, ge=0)
+    rapl_root: str = "/sys/class/powercap"
+    finetune_epochs: int | None = Field(None, ge=1)
+    save_weights: bool = True
 
 
 EvaluatorConfig = Annotated[
@@ -167,12 +178,45 @@ class FaultsConfig(_Strict):
         return self.raise_rate + self.nan_rate + self.memory_rate + self.delay_s > 0
 
 
+class ModelsConfig(_Strict):
+    """MLflow models of the final Pareto front (training evaluator only)."""
+
+    log_front: bool = True
+    register_name: str | None = Field(None, min_length=1)
+
+
 class MlflowConfig(_Strict):
     """Tracking: SQLite by default, any tracking URI (e.g. ``http://host:5000``) when configured."""
 
     enabled: bool = True
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None
+
+
+class PredictorConfig(_Strict):
+    """A trained latency predictor adding a ``predicted`` metric (``predicted_latency``, ms).
+
+    ``path``: its folder (``predictor.json`` + ``predictor.pt``) or an MLflow artifact URI such
+    as ``runs:/<run_id>/latency_predictor``; ``device``: which of its devices; ``tracking_uri``:
+    for ``runs:/`` URIs (default: ``mlflow.tracking_uri``).
+    """
+
+    path: str | None = None
+    device: str | None = None
+    metric: str = Field("predicted_latency", min_length=1)
+    tracking_uri: str | None = None
+
+
+class ScreeningConfig(_Strict):
+    """Predictor screening: candidates predicted beyond a limit by more than ``margin``
+    (relative) are rejected without a trial, at most ``max_screens`` per proposal.
+    ``objective``: the limited objective the predictor estimates (default: the first with a
+    limit)."""
+
+    enabled: bool = False
+    objective: str | None = None
+    margin: float = Field(0.1, ge=0)
+    max_screens: int = Field(20, ge=0)
 
 
 class ExperimentConfig(_Strict):
@@ -190,6 +234,9 @@ class ExperimentConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @model_validator(mode="after")
@@ -209,9 +256,34 @@ class ExperimentConfig(_Strict):
             )
         if self.scheduler.kind == "asha" and "accuracy" not in names:
             raise ValueError("scheduler.kind = 'asha': needs an 'accuracy' objective to stop on")
+        if self.models.register_name and self.evaluator.kind != "train":
+            raise ValueError(
+                "models.register_name: models are logged for evaluator.kind = 'train' only"
+            )
         if self.faults.memory_rate > 0 and self.resources.memory_mb is None:
             raise ValueError(
                 "faults.memory_rate > 0 needs resources.memory_mb (the OOM guard's limit)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _screening_consistent(self) -> ExperimentConfig:
+        if not self.screening.enabled:
+            return self
+        if not self.predictor.path:
+            raise ValueError("screening.enabled = True: needs predictor.path (a saved predictor)")
+        if self.search.algorithm in OPTUNA_ALGORITHMS:
+            raise ValueError(
+                f"screening.enabled = True: works with paretune engines, not search.algorithm = "
+                f"{self.search.algorithm!r}"
+            )
+        limited = [o.name for o in self.objectives if o.limit is not None]
+        wanted = self.screening.objective
+        if wanted is None and not limited:
+            raise ValueError("screening.enabled = True: no objective has a limit to screen against")
+        if wanted is not None and wanted not in limited:
+            raise ValueError(
+                f"screening.objective = {wanted!r}: not an objective with a limit (allowed: {limited})"
             )
         return self
 

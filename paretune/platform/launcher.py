@@ -268,7 +268,13 @@ def open_parent_run(
     name = config.mlflow.experiment or config.name
     try:
         exp = client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(
+                name, artifact_location=artifact_location(config.mlflow.tracking_uri, name)
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - any store/transport error means "unreachable"
         raise ConfigError(
             f"mlflow.tracking_uri = {config.mlflow.tracking_uri!r}: cannot reach the tracking store ({exc})"
@@ -293,40 +299,67 @@ def open_parent_run(
     return exp_id, run.info.run_id
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """A SQLite URI with an absolute path, so it means the same from any directory."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).expanduser().resolve())
+    return uri
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """For a SQLite store, keep artifacts beside the database (not in the working directory)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a server decides where its artifacts go
+    db = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
+    return (db.parent / "mlartifacts" / experiment).as_uri()
+
+
 def finish_parent_run(
-    config: ExperimentConfig, state: dict[str, Any], report: SearchReport, paths: dict[str, Path]
+    config: ExperimentConfig,
+    state: dict[str, Any],
+    report: SearchReport,
+    paths: dict[str, Path],
+    experiment_dir: Path | None = None,
 ) -> None:
-    """Summary metrics, hypervolume history, front tags and artifacts; ends the parent run."""
-    import mlflow.entities as me
+    """Summary, front tags, cell pictures, front models and artifacts; ends the parent run."""
     from mlflow.tracking import MlflowClient
 
+    from paretune.platform import artifacts
     from paretune.platform.tracking import existing_trial_runs
 
     client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
     run_id = state["parent_run_id"]
-    ts = int(time.time() * 1000)
-    metrics = [
-        me.Metric("num_trials", len(report.rows), ts, 0),
-        me.Metric("failed_trials", report.num_failed, ts, 0),
-        me.Metric("front_size", len(report.front), ts, 0),
-    ]
-    metrics += [me.Metric(f"best_{k}", v, ts, 0) for k, v in report.best().items()]
-    metrics += [
-        me.Metric("hypervolume", hv, ts, step) for step, hv in enumerate(report.hv_history, start=1)
-    ]
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    client.set_tag(run_id, "hypervolume_reference", report.reference_source)
-    for path in paths.values():
-        client.log_artifact(run_id, str(path), "report")
-    front_ids = {r.trial_id for r in report.front}
+    searcher_state = artifacts.searcher_state_from_dir(experiment_dir) if experiment_dir else None
+    artifacts.log_parent_summary(
+        client, run_id, report, config, paths=paths, searcher_state=searcher_state
+    )
     trial_runs = existing_trial_runs(client, state["mlflow_experiment_id"], run_id)
-    for trial_id, (trial_run, status) in trial_runs.items():
-        client.set_tag(trial_run, "pareto", "front" if trial_id in front_ids else "dominated")
+    run_of = {tid: rid for tid, (rid, _) in trial_runs.items()}
+    artifacts.tag_pareto(
+        client,
+        run_of,
+        {r.trial_id for r in report.front},
+        failed_ids={r.trial_id for r in report.rows if not r.ok},
+    )
+    for trial_run, status in trial_runs.values():
         if status == "RUNNING":
             # Started before a driver died and not resumed by Ray: end it, saying so.
             client.set_tag(trial_run, "status", "interrupted")
             client.set_terminated(trial_run, status="KILLED")
+    try:  # extras: the parent run must still end
+        artifacts.log_cell_pictures(
+            client, {run_of[r.trial_id]: r.arch for r in report.rows if r.trial_id in run_of}
+        )
+        if config.evaluator.kind == "train" and config.models.log_front:
+            artifacts.log_front_models(
+                config.mlflow.tracking_uri,
+                report.front,
+                run_of,
+                {r.trial_id: r.path for r in report.rows if r.path},
+                register_name=config.models.register_name,
+            )
+    except Exception as exc:  # noqa: BLE001 - pictures and models are extras
+        logger.warning("MLflow cell pictures / front models not logged: %s", exc)
     status = "FINISHED" if any(r.ok for r in report.rows) or not report.rows else "FAILED"
     client.set_terminated(run_id, status=status)
 
@@ -365,7 +398,11 @@ def run(
         experiment_dir = storage / run_name
         experiment_dir.mkdir(parents=True, exist_ok=False)
         (experiment_dir / CONFIG_FILE).write_text(config.to_yaml())
-        state: dict[str, Any] = {"run_name": run_name, "storage": str(storage)}
+        state: dict[str, Any] = {
+            "run_name": run_name,
+            "storage": str(storage),
+            "mlflow_tracking_uri": absolute_tracking_uri(config.mlflow.tracking_uri),
+        }
         if config.mlflow.enabled:
             exp_id, parent_id = open_parent_run(config, run_name, experiment_dir)
             state.update(mlflow_experiment_id=exp_id, parent_run_id=parent_id)
@@ -492,7 +529,8 @@ def _build_tuner(
             metric="accuracy",
             mode="max",
             time_attr="training_iteration",
-            max_t=cfg.evaluator.epochs,
+            # epochs reports, then the final one (test accuracy, sources): never stop that.
+            max_t=cfg.evaluator.epochs + 1,
             grace_period=cfg.scheduler.grace_period,
             reduction_factor=cfg.scheduler.reduction_factor,
         )
@@ -548,7 +586,7 @@ def _finish(
     paths = rep.write(experiment_dir / "report")
     if cfg.mlflow.enabled:
         try:
-            finish_parent_run(cfg, state, rep, paths)
+            finish_parent_run(cfg, state, rep, paths, experiment_dir)
         except Exception as exc:  # noqa: BLE001 - the search is done; MLflow can catch up later
             logger.warning(
                 "could not finish the MLflow parent run (%s); run `paretune sync-mlflow %s`",

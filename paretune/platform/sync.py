@@ -157,5 +157,5 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
 
     rep = _report_from_grid(prepared, _result_grid(experiment_dir))
     paths = rep.write(experiment_dir / "report")
-    finish_parent_run(config, sync_state, rep, paths)
+    finish_parent_run(config, sync_state, rep, paths, experiment_dir)
     return summary

@@ -93,10 +93,16 @@ def rest_search(base: str, experiment_id: str, filter_string: str = "") -> list[
         return json.loads(resp.read()).get("runs", [])
 
 
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """The Chromium binary, looked for before anything slow (Ray, the search) starts."""
+    return chromium()
+
+
 @pytest.fixture(scope="module")
-def ui(ray_cluster, nb201_path, tmp_path_factory):
+def ui(browser, ray_cluster, nb201_path, tmp_path_factory):
     """A finished tabular search with a live MLflow server over its store."""
-    binary = chromium()
+    binary = browser
     tmp = tmp_path_factory.mktemp("browser")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(uri)
