@@ -9,7 +9,10 @@ Conventions (shared with the NB201 table, see :mod:`paretune.objectives.base`):
   the NB201 network at C=16, N=5 matches the table's ``{dataset}_flops_m`` to its 6 significant
   digits.
 - ``latency``: median wall time of one forward pass in eval mode under ``torch.no_grad``, ms.
-- ``energy``: an analytic estimate in mJ (:func:`estimate_energy`), always tagged ``estimated``.
+- ``energy``: measured by the meters of :mod:`paretune.objectives.energy` where the hardware
+  allows, else the analytic estimate :func:`estimate_energy` (mJ), tagged ``estimated``;
+  ``EnergyCoefficients`` and ``estimate_energy`` live there and are re-exported here.
+- ``latency_onnx``: :func:`paretune.objectives.onnx_latency.measure_onnx_latency`.
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ from __future__ import annotations
 import statistics
 import timeit
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
+
+from paretune.objectives.energy import EnergyCoefficients, estimate_energy
+
+__all__ = [
+    "EnergyCoefficients",
+    "count_flops",
+    "count_params",
+    "estimate_energy",
+    "measure_latency",
+]
 
 
 def count_params(model: nn.Module) -> float:
@@ -127,67 +139,3 @@ def measure_latency(
     finally:
         model.train(was_training)
     return statistics.median(times) * 1e3
-
-
-@dataclass(frozen=True)
-class EnergyCoefficients:
-    """Coefficients of :func:`estimate_energy`.
-
-    Defaults are rough orders of magnitude from the literature, not a calibration of any device:
-    ``pj_per_mac`` 4.6 pJ is a 32-bit float multiply (3.7 pJ) plus add (0.9 pJ) at 45 nm, and
-    ``pj_per_byte`` 160 pJ is a 32-bit DRAM read (640 pJ) per byte, both from M. Horowitz,
-    "Computing's energy problem (and what we can do about it)", ISSCC 2014. ``static_w`` 1 W is
-    the order of the extra (above idle) power of a small board such as a Raspberry Pi while it
-    runs a network; multiplied by the measured latency it dominates for small networks on CPUs.
-
-    Attributes:
-        pj_per_mac: energy per multiply-add, picojoules.
-        pj_per_byte: energy per byte of weights read from memory once per inference, picojoules.
-        bytes_per_param: bytes per parameter (4 for float32, 1 for int8).
-        static_w: power drawn for the duration of the inference, watts.
-    """
-
-    pj_per_mac: float = 4.6
-    pj_per_byte: float = 160.0
-    bytes_per_param: float = 4.0
-    static_w: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("pj_per_mac", "pj_per_byte", "bytes_per_param", "static_w"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"EnergyCoefficients.{name}={value!r} must be a number >= 0")
-
-
-def estimate_energy(
-    macs_m: float,
-    params_m: float,
-    latency_ms: float,
-    coefficients: EnergyCoefficients | dict[str, float] | None = None,
-) -> float:
-    """Estimated energy of one inference, in millijoules (source: ``estimated``).
-
-    ``E = macs * pj_per_mac + params * bytes_per_param * pj_per_byte + static_w * latency``.
-    Units: 1 M MACs at 1 pJ each is 1e-6 J = 1e-3 mJ, and 1 W for 1 ms is 1 mJ.
-
-    Args:
-        macs_m: multiply-adds, millions.
-        params_m: parameters, millions (each read once per inference).
-        latency_ms: latency, milliseconds.
-        coefficients: an :class:`EnergyCoefficients`, a dict of its fields, or ``None`` for the
-            defaults.
-    """
-    if coefficients is None:
-        c = EnergyCoefficients()
-    elif isinstance(coefficients, EnergyCoefficients):
-        c = coefficients
-    else:
-        unknown = set(coefficients) - set(EnergyCoefficients.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"energy coefficients: unknown fields {sorted(unknown)} "
-                f"(allowed: {sorted(EnergyCoefficients.__dataclass_fields__)})"
-            )
-        c = EnergyCoefficients(**coefficients)
-    dynamic_mj = macs_m * c.pj_per_mac * 1e-3 + params_m * c.bytes_per_param * c.pj_per_byte * 1e-3
-    return dynamic_mj + c.static_w * latency_ms

@@ -4,20 +4,43 @@
 cosine schedule per step) on a real dataset (:mod:`paretune.objectives.data`), reports the
 validation accuracy after every epoch, and returns
 
-- ``accuracy`` / ``test_accuracy``: final validation / test accuracy, % (``measured``);
-- ``params``, ``flops``: trainable parameters and multiply-adds at batch 1, millions
-  (``measured``, see :mod:`paretune.objectives.measure`);
-- ``latency``: median latency at ``latency_batch_size`` on the trial's device, ms (``measured``);
-- ``energy``: per-image energy from :func:`~paretune.objectives.measure.estimate_energy`, mJ
-  (``estimated``).
+================  ====  ===================================================================
+metric            unit  meaning (source)
+================  ====  ===================================================================
+``accuracy``      %     final validation accuracy (``measured``)
+``test_accuracy`` %     final test accuracy (``measured``)
+``params``        M     trainable parameters (``measured``)
+``flops``         M     multiply-adds at batch 1 (``measured``)
+``latency``       ms    median latency at batch 1 on the trial's device (``measured``)
+``latency_batch`` ms    median latency of one batch of ``latency_batch_size`` (``measured``)
+``latency_onnx``  ms    batch-1 latency in ONNX Runtime, only with ``onnx_latency=True``
+``energy``        mJ    energy per image over a fixed inference window
+``energy_train``  J     energy of the trial's training (all epochs, with validation)
+================  ====  ===================================================================
+
+Energy is measured by a meter of :mod:`paretune.objectives.energy` (NVML on a GPU: source
+``measured-nvml``; RAPL on a CPU: ``measured-rapl``) where the hardware allows, else estimated
+by the analytic model with ``energy_coefficients`` (``estimated``); it is never 0 for
+"unsupported". Each evaluation's ``sources`` say which, and its extras say why a meter was not
+used (``energy_meter_error``).
+
+Weights: with a ``trial_dir``, the trained ``state_dict`` is saved to ``trial_dir/weights.pt``
+with ``weights.json`` (architecture and build settings) beside it. When the proposal's
+``meta["parent_checkpoint"]`` names such a file (or its folder), every tensor whose name and
+shape match is copied from it before training, except those of edges whose operation differs
+from the parent's (they start fresh), and the network trains for ``finetune_epochs``; a missing
+or unreadable file falls back to training from scratch (extras ``inherit_error``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,17 +48,27 @@ from torch import nn
 
 from paretune.objectives.base import Evaluation, MetricInfo, ReportFn
 from paretune.objectives.data import DATASETS, Dataset, Split, load_dataset
-from paretune.objectives.measure import (
+from paretune.objectives.energy import (
+    METER_KINDS,
+    POWERCAP_ROOT,
+    SOURCE_ESTIMATED,
     EnergyCoefficients,
-    count_flops,
-    count_params,
+    EnergyMeter,
+    EnergyReading,
     estimate_energy,
-    measure_latency,
+    estimate_training_energy,
+    finite_positive,
+    make_energy_meter,
 )
+from paretune.objectives.measure import count_flops, count_params, measure_latency
 from paretune.spaces.base import Arch
 from paretune.spaces.nb201 import NB201Space
 
 _EVAL_BATCH = 512
+WEIGHTS_FILE = "weights.pt"
+WEIGHTS_META_FILE = "weights.json"
+# Tensors of cell edge k are named cells.<layer>.ops.<k>.<...>.
+_EDGE_TENSOR = re.compile(r"^cells\.\d+\.ops\.(\d+)\.")
 
 METRICS: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("%", "max", "measured"),
@@ -43,8 +76,11 @@ METRICS: dict[str, MetricInfo] = {
     "params": MetricInfo("M", "min", "measured"),
     "flops": MetricInfo("M", "min", "measured"),
     "latency": MetricInfo("ms", "min", "measured"),
-    "energy": MetricInfo("mJ", "min", "estimated"),
+    "latency_batch": MetricInfo("ms", "min", "measured"),
+    "energy": MetricInfo("mJ", "min", SOURCE_ESTIMATED),
+    "energy_train": MetricInfo("J", "min", SOURCE_ESTIMATED),
 }
+ONNX_METRIC = "latency_onnx"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -74,6 +110,76 @@ def accuracy(model: nn.Module, split: Split, device: torch.device) -> float:
     return 100.0 * correct / max(len(split), 1)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch_of(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``size`` images from ``x``, repeating it when it has fewer."""
+    if len(x) >= size:
+        return x[:size]
+    reps = math.ceil(size / max(len(x), 1))
+    return x.repeat(reps, *([1] * (x.dim() - 1)))[:size]
+
+
+def inherit_weights(
+    model: nn.Module, checkpoint: str | os.PathLike, arch: Arch | None = None
+) -> tuple[int, str | None]:
+    """Copy the tensors of a saved ``state_dict`` into ``model`` where name and shape match.
+
+    Tensors of cell edges whose operation differs from the parent's (when the checkpoint's
+    ``weights.json`` names the parent's architecture and ``arch`` is given) are not copied.
+
+    Args:
+        model: the network to initialise (changed in place).
+        checkpoint: a ``weights.pt`` file or the folder holding it.
+        arch: the network's architecture (to skip perturbed edges).
+
+    Returns:
+        ``(tensors copied, None)``, or ``(0, reason)`` when nothing could be inherited; the
+        model is then unchanged.
+    """
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    if not path.is_file():
+        return 0, f"parent checkpoint {str(path)!r} does not exist"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file means "train from scratch"
+        return 0, f"parent checkpoint {str(path)!r} is unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        return 0, f"parent checkpoint {str(path)!r} is not a state_dict of tensors"
+    changed: set[int] = set()
+    meta_path = path.with_name(WEIGHTS_META_FILE)
+    if arch is not None and meta_path.is_file():
+        try:
+            parent = json.loads(meta_path.read_text()).get("arch_indices")
+            if parent is not None and len(parent) == len(arch):
+                changed = {k for k, (a, b) in enumerate(zip(parent, arch, strict=True)) if a != b}
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # no parent architecture: fall back to name and shape
+    own = model.state_dict()
+    picked: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        target = own.get(name)
+        if target is None or target.shape != tensor.shape or target.dtype != tensor.dtype:
+            continue
+        edge = _EDGE_TENSOR.match(name)
+        if edge and int(edge.group(1)) in changed:
+            continue
+        picked[name] = tensor
+    if not picked:
+        return 0, f"no tensor of {str(path)!r} matches the network in name and shape"
+    with torch.no_grad():
+        for name, tensor in picked.items():
+            own[name].copy_(tensor.to(own[name].device))
+    return len(picked), None
+
+
 class TrainEvaluator:
     """Trains the NB201 network of an architecture on a real dataset and measures it.
 
@@ -88,11 +194,23 @@ class TrainEvaluator:
         channels: ``C`` of the network.
         cells_per_stage: ``N`` of the network.
         device: ``cpu``, ``cuda``, ``cuda:K`` or ``auto`` (CUDA when available).
-        threads: ``torch.set_num_threads`` for the trial; ``None`` leaves it alone.
-        latency_batch_size: batch size of the latency measurement.
+        threads: ``torch.set_num_threads`` for the trial (and ONNX Runtime's intra-op threads);
+            ``None`` leaves it alone.
+        latency_batch_size: batch size of ``latency_batch`` (``latency`` is always batch 1).
         latency_warmup: untimed forward passes before timing.
         latency_repeats: timed forward passes (the median is reported).
-        energy_coefficients: :class:`EnergyCoefficients` or a dict of its fields.
+        onnx_latency: also measure ``latency_onnx`` through ONNX Runtime.
+        energy_meter: ``auto`` (NVML on a GPU, RAPL on a CPU, where available), ``nvml``,
+            ``rapl``, ``estimate`` (always the analytic model), or an :class:`EnergyMeter`.
+        energy_batch_size: images per batch of the inference energy window.
+        energy_batches: batches in the window (after the warm-up; more when needed to last
+            ``energy_min_window_s``).
+        energy_warmup: untimed batches before the window.
+        energy_min_window_s: shortest window, so that a meter's counter has time to move.
+        rapl_root: the powercap folder for RAPL.
+        energy_coefficients: :class:`EnergyCoefficients` or a dict of its fields (estimates).
+        finetune_epochs: epochs when weights were inherited from a parent; ``None``: ``epochs``.
+        save_weights: save ``weights.pt`` / ``weights.json`` to the trial's directory.
         seed: seeds the initial weights, the batch order and the data split.
         val_fraction: validation fraction of the dataset.
         test_fraction: test fraction of the dataset (not for ``cifar10``).
@@ -114,7 +232,16 @@ class TrainEvaluator:
         latency_batch_size: int = 1,
         latency_warmup: int = 5,
         latency_repeats: int = 20,
+        onnx_latency: bool = False,
+        energy_meter: str | EnergyMeter = "auto",
+        energy_batch_size: int = 32,
+        energy_batches: int = 20,
+        energy_warmup: int = 2,
+        energy_min_window_s: float = 0.5,
+        rapl_root: str | os.PathLike = POWERCAP_ROOT,
         energy_coefficients: EnergyCoefficients | Mapping[str, float] | None = None,
+        finetune_epochs: int | None = None,
+        save_weights: bool = True,
         seed: int = 0,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
@@ -131,14 +258,30 @@ class TrainEvaluator:
             ("latency_batch_size", latency_batch_size, 1),
             ("latency_warmup", latency_warmup, 0),
             ("latency_repeats", latency_repeats, 1),
+            ("energy_batch_size", energy_batch_size, 1),
+            ("energy_batches", energy_batches, 1),
+            ("energy_warmup", energy_warmup, 0),
         ):
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(f"TrainEvaluator: {field}={value!r} must be an integer >= {low}")
-        if threads is not None and (int(threads) != threads or threads < 1):
-            raise ValueError(f"TrainEvaluator: threads={threads!r} must be an integer >= 1 or None")
-        for field, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        for field, value in (("threads", threads), ("finetune_epochs", finetune_epochs)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(
+                    f"TrainEvaluator: {field}={value!r} must be an integer >= 1 or None"
+                )
+        for field, value in (
+            ("lr", lr),
+            ("momentum", momentum),
+            ("weight_decay", weight_decay),
+            ("energy_min_window_s", energy_min_window_s),
+        ):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"TrainEvaluator: {field}={value!r} must be a finite number >= 0")
+        if not isinstance(energy_meter, EnergyMeter) and energy_meter not in METER_KINDS:
+            raise ValueError(
+                f"TrainEvaluator: energy_meter={energy_meter!r} is unknown "
+                f"(allowed: {list(METER_KINDS)} or an EnergyMeter)"
+            )
         if energy_coefficients is None or isinstance(energy_coefficients, EnergyCoefficients):
             self.energy_coefficients = energy_coefficients or EnergyCoefficients()
         else:
@@ -150,6 +293,12 @@ class TrainEvaluator:
                     f"(allowed: {sorted(allowed)})"
                 )
             self.energy_coefficients = EnergyCoefficients(**energy_coefficients)
+        if onnx_latency:
+            from paretune.objectives.onnx_latency import onnxruntime_available
+
+            ok, why = onnxruntime_available()
+            if not ok:
+                raise ValueError(f"TrainEvaluator: onnx_latency=True needs ONNX Runtime: {why}")
         self.dataset = dataset
         self.data_path = data_path
         self.epochs = int(epochs)
@@ -164,14 +313,44 @@ class TrainEvaluator:
         self.latency_batch_size = int(latency_batch_size)
         self.latency_warmup = int(latency_warmup)
         self.latency_repeats = int(latency_repeats)
+        self.onnx_latency = bool(onnx_latency)
+        self.energy_meter = energy_meter
+        self.energy_batch_size = int(energy_batch_size)
+        self.energy_batches = int(energy_batches)
+        self.energy_warmup = int(energy_warmup)
+        self.energy_min_window_s = float(energy_min_window_s)
+        self.rapl_root = rapl_root
+        self.finetune_epochs = None if finetune_epochs is None else int(finetune_epochs)
+        self.save_weights = bool(save_weights)
         self.seed = int(seed)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.space = NB201Space()
+        self._meter: tuple[EnergyMeter | None, str] | None = None
+
+    # ------------------------------------------------------------------ metrics
+    def meter(self) -> tuple[EnergyMeter | None, str]:
+        """The energy meter of this process (resolved once), or ``None`` and why not."""
+        if self._meter is None:
+            if isinstance(self.energy_meter, EnergyMeter):
+                self._meter = (self.energy_meter, "")
+            else:
+                self._meter = make_energy_meter(
+                    self.energy_meter, str(self.device), rapl_root=self.rapl_root
+                )
+        return self._meter
 
     def metrics(self) -> Mapping[str, MetricInfo]:
-        """accuracy, test_accuracy, params, flops, latency (measured), energy (estimated)."""
-        return dict(METRICS)
+        """The metrics of the module docstring; the energy source is the one this process's
+        meter gives (each evaluation's ``sources`` carry the source of its values)."""
+        meter, _ = self.meter()
+        out = dict(METRICS)
+        if meter is not None:
+            for name in ("energy", "energy_train"):
+                out[name] = MetricInfo(out[name].unit, out[name].direction, meter.source)
+        if self.onnx_latency:
+            out[ONNX_METRIC] = MetricInfo("ms", "min", "measured")
+        return out
 
     def data(self) -> Dataset:
         """The dataset splits (loaded once per process)."""
@@ -196,17 +375,104 @@ class TrainEvaluator:
             num_classes=data.num_classes,
         )
 
+    # ------------------------------------------------------------------ measurement
+    def _latencies(self, model: nn.Module, data: Dataset) -> tuple[dict[str, float], dict]:
+        dev = self.device
+        kw = {"device": dev, "warmup": self.latency_warmup, "repeats": self.latency_repeats}
+        one = data.test.x[:1]
+        values = {"latency": measure_latency(model, one, threads=self.threads, **kw)}
+        extras: dict[str, Any] = {"latency_batch_size": self.latency_batch_size}
+        if self.latency_batch_size == 1:
+            values["latency_batch"] = values["latency"]
+        else:
+            batch = _batch_of(data.test.x, self.latency_batch_size)
+            values["latency_batch"] = measure_latency(model, batch, threads=self.threads, **kw)
+        if self.onnx_latency:
+            from paretune.objectives.onnx_latency import measure_onnx_latency
+
+            values[ONNX_METRIC], extras["latency_onnx_provider"] = measure_onnx_latency(
+                model, one, threads=self.threads or torch.get_num_threads(), **kw
+            )
+        return values, extras
+
+    @torch.no_grad()
+    def _inference_window(
+        self, model: nn.Module, data: Dataset, meter: EnergyMeter
+    ) -> tuple[EnergyReading, int]:
+        """Energy of ``energy_batches`` inference batches (at least ``energy_min_window_s``)."""
+        dev = self.device
+        x = _batch_of(data.test.x, self.energy_batch_size).to(dev)
+        was_training = model.training
+        model.eval()
+        try:
+            for _ in range(self.energy_warmup):
+                model(x)
+            _sync(dev)
+            window = meter.start()
+            started = time.perf_counter()
+            batches = 0
+            limit = 1000 * self.energy_batches
+            while batches < self.energy_batches or (
+                time.perf_counter() - started < self.energy_min_window_s and batches < limit
+            ):
+                model(x)
+                batches += 1
+                if batches % 8 == 0:
+                    _sync(dev)
+            _sync(dev)
+            reading = window.stop()
+        finally:
+            model.train(was_training)
+        return reading, batches * len(x)
+
+    def _inference_energy(
+        self, model: nn.Module, data: Dataset, params: float, flops: float, lat: dict[str, float]
+    ) -> tuple[float, str, dict[str, Any]]:
+        """Per-image energy (mJ), its source and extras: measured when a meter works."""
+        meter, why = self.meter()
+        extras: dict[str, Any] = {}
+        if meter is not None:
+            try:
+                reading, images = self._inference_window(model, data, meter)
+            except Exception as exc:  # noqa: BLE001 - a failing meter must not fail the trial
+                why = f"{meter.describe()} failed: {type(exc).__name__}: {exc}"
+            else:
+                mj = reading.joules * 1e3 / max(images, 1)
+                extras.update(
+                    energy_window_s=reading.seconds,
+                    energy_window_images=images,
+                    energy_window_j=reading.joules,
+                    energy_method=reading.method,
+                    energy_meter=meter.describe(),
+                )
+                if finite_positive(mj):
+                    return mj, reading.source, extras
+                why = f"{meter.describe()} read {reading.joules!r} J over {reading.seconds:.3g} s"
+        bs = self.latency_batch_size
+        # Per image: the weights are read once per batch, the static power lasts the batch.
+        mj = estimate_energy(
+            flops, params / bs, lat["latency_batch"] / bs, self.energy_coefficients
+        )
+        extras["energy_meter_error"] = why
+        return mj, SOURCE_ESTIMATED, extras
+
+    # ------------------------------------------------------------------ evaluation
     def evaluate(self, arch: Arch, report: ReportFn | None = None, **context: Any) -> Evaluation:
         """Train and measure ``arch``.
 
         Args:
             arch: an architecture of the NB201 space.
-            report: called after every epoch with ``accuracy`` (valid, %), the costs
-                (``params``, ``flops``, ``latency``, ``energy``, measured before training),
-                ``epoch`` (from 1) and ``train_loss``.
-            **context: ignored (reserved for e.g. weight inheritance).
+            report: called after every epoch with ``accuracy`` (valid, %), the costs measured
+                before training (``params``, ``flops``, ``latency``, ``latency_batch``,
+                ``energy``, and ``latency_onnx`` when on), ``energy_train`` so far, ``epoch``
+                (from 1) and ``train_loss``.
+            **context: ``meta`` (the proposal's metadata: ``parent_checkpoint`` names weights to
+                inherit; also accepted directly) and ``trial_dir`` (where to save the weights).
         """
         arch = self.space.validate(arch)
+        meta = context.get("meta") or {}
+        checkpoint = meta.get("parent_checkpoint", context.get("parent_checkpoint"))
+        trial_dir = context.get("trial_dir")
         if self.threads is not None:
             torch.set_num_threads(int(self.threads))
         data = self.data()
@@ -220,33 +486,64 @@ class TrainEvaluator:
         shape = (1, data.in_channels, data.input_size, data.input_size)
         params = count_params(model)
         flops = count_flops(model, shape)
-        example = data.test.x[: self.latency_batch_size]
-        latency = measure_latency(
-            model,
-            example,
-            device=dev,
-            warmup=self.latency_warmup,
-            repeats=self.latency_repeats,
-            threads=self.threads,
+        lat, extras = self._latencies(model, data)
+        energy, energy_source, energy_extras = self._inference_energy(
+            model, data, params, flops, lat
         )
-        bs = len(example)
-        # Per image: the weights are read once per batch, the static power lasts the batch.
-        energy = estimate_energy(flops, params / bs, latency / bs, self.energy_coefficients)
+        extras.update(energy_extras)
         measure_time = time.perf_counter() - started
-        costs = {"params": params, "flops": flops, "latency": latency, "energy": energy}
+        costs = {"params": params, "flops": flops, **lat, "energy": energy}
+        sources = {name: "measured" for name in ("accuracy", "test_accuracy", *costs)}
+        sources["energy"] = energy_source
 
-        started = time.perf_counter()
+        inherited, why = 0, None
+        if checkpoint:
+            inherited, why = inherit_weights(model, checkpoint, arch)
+        epochs = self.epochs
+        if inherited and self.finetune_epochs is not None:
+            epochs = self.finetune_epochs
+        extras.update(inherited=bool(inherited), inherited_tensors=int(inherited))
+        if why is not None:
+            extras["inherit_error"] = why
+
         train = data.train
         n = len(train)
         steps_per_epoch = math.ceil(n / self.batch_size)
         opt = torch.optim.SGD(
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
         loss_fn = nn.CrossEntropyLoss()
         val_acc = float("nan")
         train_loss = float("nan")
-        for epoch in range(1, self.epochs + 1):
+        meter = self.meter()[0] if energy_source != SOURCE_ESTIMATED else None
+        window = None
+        if meter is not None:
+            try:
+                _sync(dev)
+                window = meter.start()
+            except Exception as exc:  # noqa: BLE001
+                extras["energy_train_error"] = f"{type(exc).__name__}: {exc}"
+        samples = steps = 0
+        started = time.perf_counter()
+
+        def energy_train_so_far(final: bool) -> tuple[float, str]:
+            if window is not None:
+                try:
+                    _sync(dev)
+                    reading = window.stop() if final else window.read()
+                    if finite_positive(reading.joules):
+                        return reading.joules, reading.source
+                    extras["energy_train_error"] = f"meter read {reading.joules!r} J"
+                except Exception as exc:  # noqa: BLE001
+                    extras["energy_train_error"] = f"{type(exc).__name__}: {exc}"
+            seconds = time.perf_counter() - started
+            joules = estimate_training_energy(
+                flops, params, samples, steps, seconds, self.energy_coefficients
+            )
+            return joules, SOURCE_ESTIMATED
+
+        for epoch in range(1, epochs + 1):
             model.train()
             order = torch.randperm(n, generator=generator)
             total, seen = 0.0, 0
@@ -264,30 +561,84 @@ class TrainEvaluator:
                 sched.step()
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
+            samples += seen
+            steps += steps_per_epoch
             train_loss = total / max(seen, 1)
             val_acc = accuracy(model, data.valid, dev)
             if report is not None:
-                report({"accuracy": val_acc, **costs, "epoch": epoch, "train_loss": train_loss})
+                so_far, _ = energy_train_so_far(final=False)
+                report(
+                    {
+                        "accuracy": val_acc,
+                        **costs,
+                        "energy_train": so_far,
+                        "epoch": epoch,
+                        "train_loss": train_loss,
+                    }
+                )
+        energy_train, sources["energy_train"] = energy_train_so_far(final=True)
         train_time = time.perf_counter() - started
 
         test_acc = accuracy(model, data.test, dev)
+        if trial_dir is not None and self.save_weights:
+            try:
+                extras["weights_path"] = str(
+                    self._save_weights(
+                        model, arch, data, trial_dir, epochs, checkpoint if inherited else None
+                    )
+                )
+            except (OSError, RuntimeError) as exc:
+                extras["weights_error"] = f"{type(exc).__name__}: {exc}"
 
         return Evaluation(
             values={
                 "accuracy": val_acc,
                 "test_accuracy": test_acc,
                 **costs,
+                "energy_train": energy_train,
             },
-            sources={name: info.source for name, info in METRICS.items()},
+            sources=sources,
             extras={
-                "epochs": self.epochs,
+                "epochs": epochs,
                 "train_loss": train_loss,
                 "train_time_s": train_time,
                 "measure_time_s": measure_time,
-                "latency_batch_size": bs,
                 "device": str(dev),
+                **extras,
             },
         )
+
+    def _save_weights(
+        self,
+        model: nn.Module,
+        arch: Arch,
+        data: Dataset,
+        trial_dir: str | os.PathLike,
+        epochs: int,
+        parent: str | None,
+    ) -> Path:
+        out = Path(trial_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        tmp = out / f".{WEIGHTS_FILE}.tmp"
+        torch.save(state, tmp)
+        tmp.replace(out / WEIGHTS_FILE)
+        meta = {
+            "arch": self.space.encode(arch),
+            "arch_indices": list(arch),
+            "space": self.space.name,
+            "channels": self.channels,
+            "cells_per_stage": self.cells_per_stage,
+            "input_size": data.input_size,
+            "in_channels": data.in_channels,
+            "num_classes": data.num_classes,
+            "dataset": self.dataset,
+            "epochs": epochs,
+            "seed": self.seed,
+            "parent_checkpoint": None if parent is None else str(parent),
+        }
+        (out / WEIGHTS_META_FILE).write_text(json.dumps(meta, indent=2))
+        return out / WEIGHTS_FILE
 
     def __repr__(self) -> str:
         return (

@@ -42,6 +42,7 @@ class Prepared:
     objectives: ObjectiveSet
     evaluator_settings: dict[str, Any]
     evaluator: Any
+    predictor_settings: dict[str, Any] | None = None
 
 
 @dataclass
@@ -71,13 +72,25 @@ def prepare(config: ExperimentConfig) -> Prepared:
             settings[key] = str(Path(settings[key]).expanduser().resolve())
     if config.evaluator.kind == "train":
         settings["seed"] = config.seed
+    from paretune.objectives.predictor import attach_predictor, resolve_predictor_settings
+
+    try:
+        predictor = resolve_predictor_settings(
+            config.predictor.model_dump(), config.mlflow.tracking_uri
+        )
+    except ValueError as exc:
+        raise ConfigError(f"predictor: {exc}") from None
     try:
         evaluator = make_evaluator(config.evaluator.kind, **settings)
-        available = evaluator.metrics()
     except FileNotFoundError as exc:
         raise ConfigError(f"evaluator.path = {settings.get('path')!r}: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"evaluator: {exc}") from None
+    try:
+        evaluator = attach_predictor(evaluator, predictor)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise ConfigError(f"predictor.path = {config.predictor.path!r}: {exc}") from None
+    available = evaluator.metrics()
     try:
         check_objectives(objectives, available)
     except ValueError as exc:
@@ -86,8 +99,11 @@ def prepare(config: ExperimentConfig) -> Prepared:
         # Raw table columns used as objectives (e.g. latency_ms_raspi4) must be returned too.
         from paretune.objectives.table import BASE_METRICS
 
-        settings["extra"] = [n for n in objectives.names if n not in BASE_METRICS]
-        evaluator = make_evaluator(config.evaluator.kind, **settings)
+        predicted = (predictor or {}).get("metric")
+        settings["extra"] = [
+            n for n in objectives.names if n not in BASE_METRICS and n != predicted
+        ]
+        evaluator = attach_predictor(make_evaluator(config.evaluator.kind, **settings), predictor)
     for i, o in enumerate(objectives):
         natural = available[o.name].direction
         if natural != o.direction and o.name in (
@@ -102,7 +118,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
                 "objectives[%d]: %s is usually %s, config says %s", i, o.name, natural, o.direction
             )
     check_limits(config, space, objectives, evaluator)
-    return Prepared(config, space, objectives, settings, evaluator)
+    return Prepared(config, space, objectives, settings, evaluator, predictor)
 
 
 def make_searcher(prepared: Prepared) -> Any:
@@ -121,6 +137,13 @@ def make_searcher(prepared: Prepared) -> Any:
         engine = make_engine(
             algorithm, prepared.space, prepared.objectives, seed=cfg.seed, **params
         )
+        if cfg.screening.enabled:
+            from paretune.objectives.predictor import predictor_function
+            from paretune.search_algos.screening import screen_engine
+
+            engine = screen_engine(
+                engine, predictor_function(prepared.predictor_settings), cfg.screening.model_dump()
+            )
     except TypeError as exc:
         raise ConfigError(
             f"search.params = {params!r}: not accepted by {algorithm!r} ({exc})"
@@ -141,9 +164,13 @@ def check_limits(
     limited = [(i, o) for i, o in enumerate(objectives) if o.limit is not None]
     if not limited:
         return
-    names = [o.name for _, o in limited]
     if config.evaluator.kind == "table":
-        values, _ = evaluator.matrix(names, space)
+        table = getattr(evaluator, "inner", evaluator)  # under a predictor wrapper
+        limited = [(i, o) for i, o in limited if o.name in table.metrics()]
+        if not limited:
+            return
+        names = [o.name for _, o in limited]
+        values, _ = table.matrix(names, space)
         feasible = np.ones(len(values), dtype=bool)
         for k, (i, o) in enumerate(limited):
             ok = values[:, k] * o.sign <= o.limit * o.sign
@@ -505,6 +532,7 @@ def _trainable(prepared: Prepared, experiment_dir: Path) -> Any:
         memory_limit_mb=cfg.resources.memory_mb,
         journal_path=str(experiment_dir / JOURNAL_FILE),
         faults=cfg.faults.model_dump() if cfg.faults.active else None,
+        predictor_settings=prepared.predictor_settings,
     )
     resources: dict[str, float] = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
     if cfg.resources.memory_mb:

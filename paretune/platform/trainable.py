@@ -88,6 +88,7 @@ def run_trial(
     memory_limit_mb: float | None = None,
     journal_path: str | None = None,
     faults: Mapping[str, Any] | None = None,
+    predictor_settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Ray Tune function trainable (bind the keyword arguments with ``tune.with_parameters``)."""
     from paretune.platform.guard import FaultInjector, MemoryGuard
@@ -109,6 +110,10 @@ def run_trial(
     if evaluator_kind == "train" and settings.get("threads") is None:
         settings["threads"] = max(1, int(cpus_per_trial))
     evaluator = get_evaluator(evaluator_kind, settings)
+    if predictor_settings:
+        from paretune.objectives.predictor import attach_predictor
+
+        evaluator = attach_predictor(evaluator, predictor_settings)
     proposal = config.get("proposal") or {}
     trial_dir = context.get_trial_dir()
     where = _placement()

@@ -32,13 +32,38 @@ def test_trains_reports_every_epoch_and_measures():
     result = ev.evaluate(ARCH, report=reports.append, parent_checkpoint=None, generation=3)
     assert [r["epoch"] for r in reports] == [1, 2]
     # Every epoch carries the costs too, so a trial stopped early still has every objective.
-    expected_keys = {"accuracy", "params", "flops", "latency", "energy", "epoch", "train_loss"}
+    expected_keys = {
+        "accuracy",
+        "params",
+        "flops",
+        "latency",
+        "latency_batch",
+        "energy",
+        "energy_train",
+        "epoch",
+        "train_loss",
+    }
     assert all(set(r) == expected_keys for r in reports)
     assert reports[-1]["accuracy"] == result.values["accuracy"]
     assert all(r["params"] == result.values["params"] for r in reports)
     assert reports[1]["train_loss"] < reports[0]["train_loss"]
+    # energy of the training so far grows with the epochs
+    assert 0 < reports[0]["energy_train"] < reports[1]["energy_train"]
     v = result.values
-    assert set(v) == {"accuracy", "test_accuracy", "params", "flops", "latency", "energy"}
+    assert (
+        set(v)
+        == set(ev.metrics())
+        == {
+            "accuracy",
+            "test_accuracy",
+            "params",
+            "flops",
+            "latency",
+            "latency_batch",
+            "energy",
+            "energy_train",
+        }
+    )
     assert v["accuracy"] > 50 and v["test_accuracy"] > 50  # chance is 10%
     assert result.sources == {
         "accuracy": "measured",
@@ -46,14 +71,19 @@ def test_trains_reports_every_epoch_and_measures():
         "params": "measured",
         "flops": "measured",
         "latency": "measured",
-        "energy": "estimated",
+        "latency_batch": "measured",
+        "energy": "estimated",  # no GPU, no readable RAPL here
+        "energy_train": "estimated",
     }
     model = ev.build(ARCH)
     assert v["params"] == count_params(model)
     assert v["flops"] == count_flops(model, (1, 1, 8, 8))
-    assert v["latency"] > 0 and v["energy"] > 0
+    assert v["latency"] > 0 and v["energy"] > 0 and v["energy_train"] > 0
+    assert v["latency_batch"] == v["latency"]  # latency_batch_size 1: the same measurement
     assert result.extras["epochs"] == 2 and result.extras["train_time_s"] > 0
     assert result.extras["device"] == "cpu" and torch.get_num_threads() == 1
+    assert result.extras["inherited"] is False and result.extras["inherited_tensors"] == 0
+    assert "inherit_error" not in result.extras  # no parent named, nothing attempted
 
 
 def test_same_seed_same_result_other_seed_differs():
@@ -102,3 +132,179 @@ def test_energy_coefficients_change_the_estimate_only():
     ).evaluate(ARCH)
     # with only the per-MAC term left, energy is flops x pJ/MAC (mJ = M x pJ x 1e-3)
     assert base.values["energy"] == pytest.approx(base.values["flops"] * 4.6e-3)
+
+
+# ---------------------------------------------------------------------- latency and energy
+def test_batch_latency_is_measured_separately():
+    result = TrainEvaluator(**FAST, latency_batch_size=16, energy_meter="estimate").evaluate(ARCH)
+    v = result.values
+    assert v["latency_batch"] > v["latency"] > 0  # 16 images take longer than 1
+    assert result.extras["latency_batch_size"] == 16
+    assert result.extras["energy_meter_error"] == "energy_meter = 'estimate'"
+    # the estimate is per image: weights read once per batch, static power over the batch
+    flops, params = v["flops"], v["params"]
+    expected = flops * 4.6e-3 + params / 16 * 4 * 160e-3 + 1.0 * v["latency_batch"] / 16
+    assert v["energy"] == pytest.approx(expected)
+
+
+def test_energy_on_this_machine_is_estimated_never_zero():
+    ev = TrainEvaluator(**{**FAST, "epochs": 1})  # energy_meter="auto"
+    assert ev.metrics()["energy"].source == "estimated"
+    result = ev.evaluate(ARCH)
+    assert result.sources["energy"] == result.sources["energy_train"] == "estimated"
+    assert result.values["energy"] > 0 and result.values["energy_train"] > 0
+    assert "RAPL" in result.extras["energy_meter_error"]  # why no meter was used
+
+
+def test_nvml_meter_measures_inference_window_and_training():
+    from paretune.objectives.energy import NVMLMeter
+    from tests.objectives.test_energy import FakeNVML
+
+    fake = FakeNVML({0: 100.0})  # a FAKE GPU drawing 100 W
+    ev = TrainEvaluator(
+        **{**FAST, "epochs": 1},
+        energy_meter=NVMLMeter([0], nvml=fake),
+        energy_batch_size=8,
+        energy_batches=3,
+        energy_min_window_s=0.05,
+    )
+    assert ev.metrics()["energy"].source == "measured-nvml"
+    result = ev.evaluate(ARCH)
+    v, x = result.values, result.extras
+    assert result.sources["energy"] == result.sources["energy_train"] == "measured-nvml"
+    assert x["energy_method"] == "nvml-energy-counter" and x["energy_window_s"] >= 0.05
+    assert x["energy_window_images"] >= 3 * 8 and x["energy_window_images"] % 8 == 0
+    assert v["energy"] == pytest.approx(x["energy_window_j"] * 1e3 / x["energy_window_images"])
+    assert x["energy_window_j"] == pytest.approx(100.0 * x["energy_window_s"], rel=0.2)
+    # the training window covers the epochs (and their validation): 100 W x about train_time_s
+    assert v["energy_train"] == pytest.approx(100.0 * x["train_time_s"], rel=0.3)
+    assert "energy_meter_error" not in x
+
+
+def test_a_meter_reading_zero_falls_back_to_the_estimate(tmp_path):
+    from tests.objectives.test_energy import fake_powercap
+
+    # A FAKE powercap tree whose counter never moves: 0 J is "unsupported", not a measurement.
+    root = fake_powercap(tmp_path, {"intel-rapl:0": ("package-0", 1000, 10**9)})
+    ev = TrainEvaluator(
+        **{**FAST, "epochs": 1}, energy_meter="rapl", rapl_root=root, energy_min_window_s=0.0
+    )
+    assert ev.metrics()["energy"].source == "measured-rapl"
+    result = ev.evaluate(ARCH)
+    assert result.sources["energy"] == result.sources["energy_train"] == "estimated"
+    assert result.values["energy"] > 0 and result.values["energy_train"] > 0
+    assert "read 0.0 J" in result.extras["energy_meter_error"]
+
+
+def test_onnx_latency_is_its_own_metric():
+    ev = TrainEvaluator(**{**FAST, "epochs": 1}, onnx_latency=True, energy_meter="estimate")
+    assert ev.metrics()["latency_onnx"].source == "measured"
+    assert "latency_onnx" not in TrainEvaluator().metrics()  # only when asked for
+    result = ev.evaluate(ARCH)
+    assert result.values["latency_onnx"] > 0 and result.sources["latency_onnx"] == "measured"
+    assert result.extras["latency_onnx_provider"] == "CPUExecutionProvider"
+
+
+def test_new_settings_are_checked():
+    with pytest.raises(ValueError, match=r"energy_meter='joules' is unknown \(allowed: \['auto'"):
+        TrainEvaluator(energy_meter="joules")
+    with pytest.raises(ValueError, match="finetune_epochs=0 must be an integer >= 1 or None"):
+        TrainEvaluator(finetune_epochs=0)
+    with pytest.raises(ValueError, match="energy_batches=0 must be an integer >= 1"):
+        TrainEvaluator(energy_batches=0)
+
+
+# ---------------------------------------------------------------------- weights and inheritance
+# The parent's last edge (2->3) is nor_conv_3x3; the child's is nor_conv_1x1: a one-edit
+# perturbation whose conv weights differ in shape but whose BatchNorm has the same shape.
+CHILD = SPACE.decode(
+    "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"
+)
+ONE_EPOCH = {**FAST, "epochs": 1, "latency_repeats": 1, "energy_meter": "estimate"}
+
+
+@pytest.fixture(scope="module")
+def parent_dir(tmp_path_factory):
+    trial_dir = tmp_path_factory.mktemp("parent_trial")
+    result = TrainEvaluator(**ONE_EPOCH).evaluate(ARCH, trial_dir=str(trial_dir))
+    assert result.extras["weights_path"] == str(trial_dir / "weights.pt")
+    return trial_dir
+
+
+def test_weights_are_saved_with_arch_and_settings(parent_dir):
+    import json
+
+    state = torch.load(parent_dir / "weights.pt", weights_only=True)
+    model = TrainEvaluator(**ONE_EPOCH).build(ARCH)
+    assert set(state) == set(model.state_dict())
+    meta = json.loads((parent_dir / "weights.json").read_text())
+    assert meta["arch"] == SPACE.encode(ARCH) and meta["arch_indices"] == list(ARCH)
+    assert (meta["channels"], meta["cells_per_stage"], meta["input_size"]) == (4, 1, 8)
+    assert meta["num_classes"] == 10 and meta["dataset"] == "digits"
+
+
+def test_inherit_copies_matching_tensors_but_not_the_perturbed_edge(parent_dir):
+    from paretune.objectives.train import inherit_weights
+
+    parent = torch.load(parent_dir / "weights.pt", weights_only=True)
+    child = TrainEvaluator(**ONE_EPOCH).build(CHILD)
+    fresh = {k: v.clone() for k, v in child.state_dict().items()}
+    n, why = inherit_weights(child, parent_dir / "weights.pt", CHILD)
+    own = child.state_dict()
+    perturbed = [k for k in own if ".ops.5." in k]  # one cell per stage: 3 cells x 6 tensors
+    assert why is None and len(perturbed) == 18 and n == len(own) - len(perturbed)
+    torch.testing.assert_close(own["stem.0.weight"], parent["stem.0.weight"])
+    torch.testing.assert_close(own["cells.0.ops.0.1.weight"], parent["cells.0.ops.0.1.weight"])
+    # the perturbed edge starts fresh, BatchNorm included although its shape matches
+    torch.testing.assert_close(own["cells.0.ops.5.2.weight"], fresh["cells.0.ops.5.2.weight"])
+    assert not torch.equal(parent["cells.0.ops.5.2.weight"], fresh["cells.0.ops.5.2.weight"])
+    # without weights.json only name and shape decide: the BatchNorm tensors come along
+    bare = parent_dir.parent / "bare"
+    bare.mkdir(exist_ok=True)
+    (bare / "weights.pt").write_bytes((parent_dir / "weights.pt").read_bytes())
+    other = TrainEvaluator(**ONE_EPOCH).build(CHILD)
+    n_bare, _ = inherit_weights(other, bare, CHILD)  # a folder works too
+    assert n_bare == len(own) - 3  # only the 3 conv weights of edge 5 differ in shape
+
+
+def test_child_trial_inherits_and_finetunes(parent_dir, tmp_path):
+    ev = TrainEvaluator(**{**ONE_EPOCH, "epochs": 3}, finetune_epochs=1)
+    reports = []
+    result = ev.evaluate(
+        CHILD,
+        reports.append,
+        meta={"parent_checkpoint": str(parent_dir / "weights.pt")},
+        trial_dir=str(tmp_path),
+    )
+    x = result.extras
+    assert x["inherited"] is True and x["inherited_tensors"] > 0 and "inherit_error" not in x
+    assert x["epochs"] == 1 and len(reports) == 1  # finetune_epochs, not epochs
+    assert (tmp_path / "weights.pt").is_file()  # the child's weights, for its own children
+    import json
+
+    meta = json.loads((tmp_path / "weights.json").read_text())
+    assert meta["parent_checkpoint"] == str(parent_dir / "weights.pt")
+
+
+def test_unreadable_or_missing_parent_trains_from_scratch(tmp_path):
+    from paretune.objectives.train import inherit_weights
+
+    model = TrainEvaluator(**ONE_EPOCH).build(CHILD)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n, why = inherit_weights(model, tmp_path / "nope" / "weights.pt", CHILD)
+    assert n == 0 and "does not exist" in why
+    garbage = tmp_path / "weights.pt"
+    garbage.write_bytes(b"not a torch file")
+    n, why = inherit_weights(model, garbage, CHILD)
+    assert n == 0 and "unreadable" in why
+    torch.save({"other.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    n, why = inherit_weights(model, tmp_path / "other.pt", CHILD)
+    assert n == 0 and "no tensor" in why
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])  # untouched
+    # through the evaluator: the trial still runs, for the normal number of epochs
+    ev = TrainEvaluator(**{**ONE_EPOCH, "epochs": 2}, finetune_epochs=1)
+    result = ev.evaluate(CHILD, meta={"parent_checkpoint": str(garbage)})
+    assert result.extras["inherited"] is False and result.extras["inherited_tensors"] == 0
+    assert "unreadable" in result.extras["inherit_error"] and result.extras["epochs"] == 2
+    assert result.values["accuracy"] > 10
