@@ -62,7 +62,7 @@ def time_searcher(args: argparse.Namespace, workdir: Path, which: str, rep: int)
         tune_config = tune.TuneConfig(num_samples=args.trials, reuse_actors=True)
         param_space = {d.name: tune.choice(list(d.options)) for d in prepared.space.decisions}
     tuner = tune.Tuner(
-        _trainable(prepared),
+        _trainable(prepared, workdir / "runs" / f"{which}-{rep}"),
         param_space=param_space,
         tune_config=tune_config,
         run_config=tune.RunConfig(

@@ -341,6 +341,13 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (db.parent / "mlartifacts" / experiment).as_uri()
 
 
+def trial_dirs(experiment_dir: Path, report: SearchReport) -> dict[str, Path]:
+    """``{trial id: folder}`` holding each trial's files (weights) in the experiment directory."""
+    from paretune.platform.trainable import TRIALS_DIR
+
+    return {r.trial_id: experiment_dir / TRIALS_DIR / r.trial_id for r in report.rows}
+
+
 def finish_parent_run(
     config: ExperimentConfig,
     state: dict[str, Any],
@@ -382,7 +389,7 @@ def finish_parent_run(
                 config.mlflow.tracking_uri,
                 report.front,
                 run_of,
-                {r.trial_id: r.path for r in report.rows if r.path},
+                trial_dirs(experiment_dir, report) if experiment_dir else {},
                 register_name=config.models.register_name,
             )
     except Exception as exc:  # noqa: BLE001 - pictures and models are extras
@@ -471,7 +478,7 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
             )
         tuner = tune.Tuner.restore(
             str(experiment_dir),
-            trainable=_trainable(prepared, experiment_dir),
+            trainable=_trainable(prepared, experiment_dir, finished_since_snapshot(experiment_dir)),
             resume_unfinished=True,
             resume_errored=False,
         )
@@ -482,6 +489,21 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
             import ray
 
             ray.shutdown()
+
+
+def finished_since_snapshot(experiment_dir: Path) -> dict[str, dict[str, Any]]:
+    """Journal records of trials that finished after Ray's last snapshot (Ray will run them again)."""
+    from ray.tune import ExperimentAnalysis
+
+    from paretune.platform.journal import JOURNAL_FILE, TrialJournal
+
+    journal = TrialJournal(experiment_dir / JOURNAL_FILE).load()
+    done = {
+        t.trial_id
+        for t in ExperimentAnalysis(str(experiment_dir)).trials
+        if t.status in ("TERMINATED", "ERROR")
+    }
+    return {tid: rec for tid, rec in journal.items() if tid not in done}
 
 
 def report(experiment_dir: str | os.PathLike) -> SearchReport:
@@ -515,10 +537,11 @@ def _result_grid(experiment_dir: Path) -> Any:
     return ResultGrid(ExperimentAnalysis(str(experiment_dir)))
 
 
-def _trainable(prepared: Prepared, experiment_dir: Path) -> Any:
+def _trainable(
+    prepared: Prepared, experiment_dir: Path, replay: dict[str, dict[str, Any]] | None = None
+) -> Any:
     from ray import tune
 
-    from paretune.platform.journal import JOURNAL_FILE
     from paretune.platform.trainable import run_trial
 
     cfg = prepared.config
@@ -530,7 +553,8 @@ def _trainable(prepared: Prepared, experiment_dir: Path) -> Any:
         evaluator_settings=prepared.evaluator_settings,
         cpus_per_trial=cfg.resources.cpu,
         memory_limit_mb=cfg.resources.memory_mb,
-        journal_path=str(experiment_dir / JOURNAL_FILE),
+        experiment_dir=str(experiment_dir),
+        replay=replay,
         faults=cfg.faults.model_dump() if cfg.faults.active else None,
         predictor_settings=prepared.predictor_settings,
     )

@@ -1,8 +1,9 @@
 """The function trainable every trial runs: decode the architecture, evaluate it, report.
 
 Evaluators are built once per worker process and cached (``reuse_actors=True`` keeps the
-process), so the NB201 table or a dataset is loaded once, not once per trial. A trial already in
-the experiment's journal (it finished before the driver was killed) is replayed, not re-run.
+process), so the NB201 table or a dataset is loaded once, not once per trial. On a resume, a
+trial that Ray runs again although the journal shows it finished before the driver was killed
+gets its recorded result replayed (``replay``), not a second evaluation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from paretune.objectives.base import ObjectiveSet
 from paretune.spaces.base import Arch, SearchSpace
 
 _EVALUATORS: dict[str, Any] = {}
+TRIALS_DIR = "trials"
 
 
 class TrialFailure(RuntimeError):
@@ -60,15 +62,6 @@ def check_finite(values: Mapping[str, Any], objectives: ObjectiveSet) -> None:
         raise TrialFailure(f"objective values not finite: {bad}")
 
 
-def _replay(journal_path: str | None, trial_id: str) -> dict[str, Any] | None:
-    """The journal record of this trial, if it already finished in an earlier driver's life."""
-    if not journal_path:
-        return None
-    from paretune.platform.journal import TrialJournal
-
-    return TrialJournal(journal_path).load().get(trial_id)
-
-
 def _placement() -> dict[str, Any]:
     """Where the trial runs: Ray node id and the GPU ids Ray gave it."""
     import ray
@@ -86,7 +79,8 @@ def run_trial(
     evaluator_settings: Mapping[str, Any],
     cpus_per_trial: float = 1.0,
     memory_limit_mb: float | None = None,
-    journal_path: str | None = None,
+    experiment_dir: str | None = None,
+    replay: Mapping[str, Mapping[str, Any]] | None = None,
     faults: Mapping[str, Any] | None = None,
     predictor_settings: Mapping[str, Any] | None = None,
 ) -> None:
@@ -95,8 +89,8 @@ def run_trial(
     from paretune.platform.tracking import RAY_RESULT_KEYS
 
     context = tune.get_context()
-    record = _replay(journal_path, context.get_trial_id())
-    if record is not None:
+    record = (replay or {}).get(context.get_trial_id())
+    if record is not None:  # finished before the driver died (the journal): not run again
         if record["status"] != "ok":
             raise TrialFailure(f"failed before the driver restarted: {record.get('error')}")
         tune.report(
@@ -115,7 +109,14 @@ def run_trial(
 
         evaluator = attach_predictor(evaluator, predictor_settings)
     proposal = config.get("proposal") or {}
-    trial_dir = context.get_trial_dir()
+    # Weights and other files of the trial live in the experiment's storage directory (shared
+    # by every node on a cluster), not in Ray's node-local staging folder, so that a child on
+    # another node can inherit them and the front's models can be logged at the end.
+    if experiment_dir:
+        trial_dir = str(Path(experiment_dir) / TRIALS_DIR / context.get_trial_id())
+        Path(trial_dir).mkdir(parents=True, exist_ok=True)
+    else:
+        trial_dir = context.get_trial_dir()
     where = _placement()
 
     def report_intermediate(metrics: dict[str, Any]) -> None:
@@ -123,7 +124,7 @@ def run_trial(
 
     started_at = time.time()
     with MemoryGuard(memory_limit_mb) as guard:
-        attempts_dir = Path(journal_path).parent / ".faults" if journal_path else None
+        attempts_dir = Path(experiment_dir) / ".faults" if experiment_dir else None
         fault = (
             FaultInjector(**faults).before(arch_text, attempts_dir, context.get_trial_id())
             if faults

@@ -40,6 +40,8 @@ class ParetoSearcher(Searcher):
         super().__init__(metric=objectives.names, mode=objectives.modes)
         self.engine = engine
         self._live: dict[str, Proposal] = {}
+        # proposal id -> trained weights of that trial (results that carry ``weights_path``)
+        self._weights: dict[int, str] = {}
 
     # ------------------------------------------------------------------ Ray callbacks
     def set_search_properties(
@@ -58,9 +60,14 @@ class ParetoSearcher(Searcher):
                 return Searcher.FINISHED
             return None
         self._live[trial_id] = proposal
+        meta = dict(proposal.meta)
+        parent = meta.get("parent")
+        if parent is not None and int(parent) in self._weights:
+            # Weight inheritance: the child starts from its parent's trained weights.
+            meta["parent_checkpoint"] = self._weights[int(parent)]
         return {
             "arch": self.engine.space.encode(proposal.arch),
-            "proposal": {"id": proposal.id, "meta": dict(proposal.meta)},
+            "proposal": {"id": proposal.id, "meta": meta},
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -82,6 +89,8 @@ class ParetoSearcher(Searcher):
                 proposal, f"missing or non-finite objective values: {_show(values)}"
             )
             return
+        if isinstance(result.get("weights_path"), str):
+            self._weights[proposal.id] = result["weights_path"]
         self.engine.tell(proposal, values)
 
     # ------------------------------------------------------------------ state
@@ -90,6 +99,7 @@ class ParetoSearcher(Searcher):
             "format": STATE_FORMAT,
             "engine": self.engine.state_dict(),
             "live": {tid: p.to_dict() for tid, p in self._live.items()},
+            "weights": {str(k): v for k, v in self._weights.items()},
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -97,6 +107,7 @@ class ParetoSearcher(Searcher):
             raise ValueError(f"not a paretune searcher state (format {state.get('format')!r})")
         self.engine.load_state_dict(state["engine"])
         self._live = {tid: Proposal.from_dict(p) for tid, p in state["live"].items()}
+        self._weights = {int(k): v for k, v in state.get("weights", {}).items()}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:
@@ -123,6 +134,7 @@ class ParetoSearcher(Searcher):
         Searcher.__init__(self, metric=data["metric"], mode=data["mode"])
         self.engine = engine
         self._live = {}
+        self._weights = {}
         self.set_state(json.loads(data["state"]))
 
     @property

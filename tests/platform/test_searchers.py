@@ -159,3 +159,21 @@ def test_optuna_searchers_see_limits_as_constraints(algorithm, tmp_path):
     searcher.save(str(path))  # the constraint function must survive Ray's pickling
     clone = pickle.loads(pickle.dumps(searcher))
     assert drive(clone, 3, start=6)
+
+
+def test_children_get_their_parents_weights_to_inherit():
+    searcher = ParetoSearcher(
+        make_engine("regularized_evolution", NB201Space(), OBJECTIVES, seed=0, population_size=4)
+    )
+    space = NB201Space()
+    for k in range(4):  # seed the population; each result names its weights file
+        config = searcher.suggest(f"t_{k}")
+        result = synthetic_values(arch_from_config(space, config))
+        searcher.on_trial_complete(
+            f"t_{k}", {**result, "weights_path": f"/shared/trials/t_{k}/weights.pt"}
+        )
+    child = searcher.suggest("t_child")
+    parent = child["proposal"]["meta"]["parent"]
+    assert child["proposal"]["meta"]["parent_checkpoint"] == f"/shared/trials/t_{parent}/weights.pt"
+    clone = pickle.loads(pickle.dumps(searcher))  # the map survives save/restore
+    assert clone._weights == searcher._weights
