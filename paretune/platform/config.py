@@ -191,6 +191,10 @@ class MlflowConfig(_Strict):
     enabled: bool = True
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None
+    # A picture of the cell in each trial run: "all" trials, the "front" only, or "none";
+    # "auto": all when training (seconds per trial), the front on the table (milliseconds per
+    # trial, where drawing every cell would cost more than the trials).
+    cell_pictures: Literal["auto", "all", "front", "none"] = "auto"
 
 
 class PredictorConfig(_Strict):

@@ -399,8 +399,12 @@ def finish_parent_run(
             client.set_tag(trial_run, "status", "interrupted")
             client.set_terminated(trial_run, status="KILLED")
     try:  # extras: the parent run must still end
+        pictures = config.mlflow.cell_pictures
+        if pictures == "auto":
+            pictures = "all" if config.evaluator.kind == "train" else "front"
+        drawn = report.rows if pictures == "all" else report.front if pictures == "front" else []
         artifacts.log_cell_pictures(
-            client, {run_of[r.trial_id]: r.arch for r in report.rows if r.trial_id in run_of}
+            client, {run_of[r.trial_id]: r.arch for r in drawn if r.trial_id in run_of}
         )
         if config.evaluator.kind == "train" and config.models.log_front:
             artifacts.log_front_models(
