@@ -122,6 +122,15 @@ def prepare(config: ExperimentConfig) -> Prepared:
     return Prepared(config, space, objectives, settings, evaluator, predictor)
 
 
+def _accepts(algorithm: str, parameter: str) -> bool:
+    import inspect
+
+    from paretune.search_algos import ENGINES, engine_names
+
+    engine_names()  # loads the built-in engines
+    return parameter in inspect.signature(ENGINES[algorithm].__init__).parameters
+
+
 def make_searcher(prepared: Prepared) -> Any:
     """The Ray Tune searcher for ``search.algorithm`` (a paretune engine or an Optuna sampler)."""
     from paretune.search_algos import make_engine
@@ -135,6 +144,8 @@ def make_searcher(prepared: Prepared) -> Any:
             return make_optuna_searcher(
                 algorithm, prepared.space, prepared.objectives, seed=cfg.seed, **params
             )
+        if "budget" not in params and _accepts(algorithm, "budget"):
+            params["budget"] = cfg.search.num_samples  # e.g. TND spreads its stages over it
         engine = make_engine(
             algorithm, prepared.space, prepared.objectives, seed=cfg.seed, **params
         )

@@ -35,7 +35,7 @@ def nested_runs(client: MlflowClient, exp_id: str, parent_id: str) -> list:
     )
 
 
-@pytest.mark.parametrize("algorithm", ["regularized_evolution", "nsga2"])
+@pytest.mark.parametrize("algorithm", ["tnd", "nsga2"])
 def test_tabular_search_is_tracked_in_mlflow(
     ray_session, nb201_path, mlflow_uri, tmp_path, algorithm
 ):
