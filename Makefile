@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The CPU build of torch; a plain `torch` would pull gigabytes of CUDA packages.
 TORCH_PIN ?= torch==2.13.0
+LINTED := $(wildcard paretune tests benchmarks examples)
 
 .PHONY: install run test lint format bench clean
 
@@ -19,15 +20,15 @@ run: install
 	$(VENV)/bin/paretune run conf/quickstart.yaml
 
 lint: install
-	$(VENV)/bin/ruff check paretune tests benchmarks examples
-	$(VENV)/bin/ruff format --check paretune tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 test: lint
 	$(PY) -m pytest -q
 
 format: install
-	$(VENV)/bin/ruff check --fix paretune tests benchmarks examples
-	$(VENV)/bin/ruff format paretune tests benchmarks examples
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

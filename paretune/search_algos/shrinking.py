@@ -1,0 +1,685 @@
+"""Progressive shrinking (TND-NAS style): REINFORCE on per-decision logits, shrunk stage by stage.
+
+The engine keeps one logit per (decision, option). A proposal is a discrete architecture drawn
+from the softmax over the options still allowed. Results arrive in any order and are buffered;
+every ``batch_size`` results one REINFORCE step updates the logits (moving baseline
+``b <- b + 0.95 (mean R - b)``, gradient of ``-log pi``, norm clipping, Adam with betas
+(0.5, 0.999) and L2 weight decay, as in the TND-NAS code). A stage ends after a configured
+number of *results* (never wall-clock time); then the lowest-probability options of every
+decision are dropped (NB201 default 5 -> 3 -> 2 -> 1 options) and ``self.space`` becomes the
+restricted space.
+
+Rewards (``reward``):
+
+- ``"product"``: the paper's MnasNet form ``acc * prod_k (m_k / T_k) ** w_k`` with targets
+  ``T_k`` and exponents ``w_k`` for any objectives named in ``targets`` / ``exponents``.
+  Ratios ``m_k / T_k`` are floored at ``1e-3`` so a zero cost gives a large but finite reward.
+- ``"pareto"``: a target-free reward, the *exclusive additive-epsilon margin* of a result
+  against every other evaluated architecture, with objectives min-max normalised over what the
+  engine has seen: ``R_j = min_{a != j} max_k (a_k - y_jk)``. It is positive for a
+  non-dominated result (by how far it stands out of the rest of the front, so gap fillers and
+  extensions earn most), zero for a tie and minus its distance to the front when dominated.
+  Infeasible results (a violated limit) get ``-1 - violation``, below every feasible one.
+
+A failed trial gets the minimum reward of its batch and of the recent rewards (``-1`` /
+``0`` if nothing is known yet), so it is pushed down like the worst result, never NaN.
+
+Duplicates are avoided: a sample already evaluated (or in flight) is redrawn up to
+``resample`` times, then drawn exactly from the policy conditioned on "not yet seen" when the
+allowed space is small enough to enumerate. A stage whose allowed space has nothing unseen left
+ends early. Once the space is shrunk to a single architecture the policy has converged; with
+``final="local"`` (default) the engine spends the rest of its budget on a Pareto local search of
+the archive in the *full* space (a random unseen one-edit neighbour of an archive member, the
+archive ordered by margin, so dominated points are expanded only when the front is exhausted);
+with ``final="stop"`` it returns ``None``.
+
+Proposal meta: ``stage``, ``probability`` (of the architecture under the current policy, also
+for local-search proposals), ``generation`` (REINFORCE steps so far), ``phase`` (``"policy"`` or
+``"local"``) and, for local search, ``parent`` (the proposal id of the archive member).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from paretune.objectives.base import ObjectiveSet
+from paretune.search_algos import register
+from paretune.search_algos.base import Engine, Proposal, Record
+from paretune.spaces.base import Arch, SearchSpace
+
+REWARDS = ("product", "pareto")
+FINALS = ("local", "stop")
+# Stage lengths as fractions of a ``budget`` hint, for the stages before the last one.
+DEFAULT_STAGE_FRACTIONS = (0.3, 0.2, 0.15)
+DEFAULT_STAGE_LENGTH = 100
+ENUMERATE_LIMIT = 50_000
+RATIO_FLOOR = 1e-3
+
+
+def default_schedule(num_options: int) -> list[int]:
+    """Options kept per stage: 5 -> 3 -> 2 -> 1 for NB201, else halving down to 1."""
+    if num_options == 5:
+        return [5, 3, 2, 1]
+    out = [num_options]
+    while out[-1] > 1:
+        out.append(math.ceil(out[-1] / 2))
+    return out
+
+
+@register
+class ProgressiveShrinking(Engine):
+    """TND-NAS progressive shrinking with REINFORCE on any (non-differentiable) objectives.
+
+    Args:
+        space: the search space (archs index the full option lists).
+        objectives: the objectives.
+        seed: RNG seed.
+        reward: ``"pareto"`` (target-free) or ``"product"`` (``acc * prod (m/T)**w``).
+        accuracy: name of the accuracy objective of the product reward (default: the first
+            ``max`` objective).
+        targets: ``{objective: T_k}`` of the product reward.
+        exponents: ``{objective: w_k}`` of the product reward (same names as ``targets``).
+        batch_size: results per REINFORCE step (M).
+        lr: Adam learning rate on the logits.
+        betas: Adam betas.
+        weight_decay: L2 weight decay added to the gradient (as torch's Adam does).
+        clip_norm: gradient norm clipping.
+        baseline_decay: weight of the new batch mean in the moving baseline.
+        schedule: options kept per decision in each stage (first entry = all options).
+        stage_lengths: results per stage for every stage but the last (which is open-ended).
+        budget: expected number of evaluations; scales the default stage lengths.
+        stage_fractions: fractions of ``budget`` per stage when ``stage_lengths`` is not given.
+        resample: redraws of a sample that was already evaluated before other fallbacks.
+        reset_on_shrink: start every stage from fresh logits (the paper's fresh alphas).
+        init_std: standard deviation of the initial logits.
+        final: after the space is shrunk to one architecture: ``"local"`` search of the
+            archive in the full space, or ``"stop"`` (``ask`` returns ``None``).
+        reward_window: recent rewards kept to score failures.
+    """
+
+    name = "tnd"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives: ObjectiveSet,
+        seed: int = 0,
+        *,
+        reward: str = "pareto",
+        accuracy: str | None = None,
+        targets: Mapping[str, float] | None = None,
+        exponents: Mapping[str, float] | None = None,
+        batch_size: int = 10,
+        lr: float = 0.1,
+        betas: Sequence[float] = (0.5, 0.999),
+        weight_decay: float = 1e-3,
+        clip_norm: float = 5.0,
+        baseline_decay: float = 0.95,
+        schedule: Sequence[int] | None = None,
+        stage_lengths: Sequence[int] | None = None,
+        budget: int | None = None,
+        stage_fractions: Sequence[float] = DEFAULT_STAGE_FRACTIONS,
+        resample: int = 20,
+        reset_on_shrink: bool = False,
+        init_std: float = 1e-3,
+        final: str = "local",
+        reward_window: int = 50,
+        local_order: str = "margin",
+        local_guided: bool = False,
+        hv_samples: int = 2000,
+        normalise: str = "front",
+        local_normalise: str = "observed",
+        reward_clip: float = 1.0,
+    ) -> None:
+        super().__init__(space, objectives, seed)
+        if reward not in REWARDS:
+            raise ValueError(f"reward {reward!r} is not allowed (allowed: {', '.join(REWARDS)})")
+        if final not in FINALS:
+            raise ValueError(f"final {final!r} is not allowed (allowed: {', '.join(FINALS)})")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.reward = reward
+        self.final = final
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = float(clip_norm)
+        self.baseline_decay = float(baseline_decay)
+        self.resample = int(resample)
+        self.reset_on_shrink = bool(reset_on_shrink)
+        self.reward_window = int(reward_window)
+        self.local_order = local_order
+        self.local_guided = local_guided
+        self.hv_samples = int(hv_samples)
+        self.normalise = normalise
+        self.local_normalise = local_normalise
+        self.reward_clip = float(reward_clip)
+        self._init_product(accuracy, targets, exponents)
+
+        self._full_space = space
+        self._sizes = np.array([len(d.options) for d in space.decisions])
+        kmax = int(self._sizes.max())
+        self._exists = np.arange(kmax)[None, :] < self._sizes[:, None]
+        self.schedule = self._init_schedule(schedule)
+        self.stage_lengths = self._init_stage_lengths(stage_lengths, budget, stage_fractions)
+        self.budget = budget
+
+        shape = (space.num_decisions, kmax)
+        self.logits = np.where(self._exists, self.rng.normal(0.0, init_std, shape), 0.0)
+        self.init_std = float(init_std)
+        self._m = np.zeros(shape)
+        self._v = np.zeros(shape)
+        self._t = 0
+        self.baseline: float | None = None
+        self.generation = 0
+        self.stage = 0
+        self.stage_results = 0
+        self.buffer: list[dict[str, Any]] = []
+        self.recent_rewards: list[float] = []
+        self.shrink_history: list[dict[str, Any]] = []
+        self._apply_schedule_start()
+        self._seen: set[Arch] = set()
+        self._reset_cache()
+
+    # ------------------------------------------------------------------ configuration
+    def _init_product(
+        self,
+        accuracy: str | None,
+        targets: Mapping[str, float] | None,
+        exponents: Mapping[str, float] | None,
+    ) -> None:
+        names = self.objectives.names
+        targets = dict(targets or {})
+        exponents = dict(exponents or {})
+        for label, given in (("targets", targets), ("exponents", exponents)):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise ValueError(f"{label}: unknown objectives {unknown} (objectives: {names})")
+        if set(targets) != set(exponents):
+            raise ValueError(
+                f"targets and exponents must name the same objectives: {sorted(targets)} vs {sorted(exponents)}"
+            )
+        for k, t in targets.items():
+            if not (math.isfinite(float(t)) and float(t) > 0):
+                raise ValueError(f"targets[{k!r}] must be a positive number, got {t!r}")
+        if accuracy is None:
+            maxes = [o.name for o in self.objectives if o.direction == "max"]
+            accuracy = maxes[0] if maxes else None
+        elif accuracy not in names:
+            raise ValueError(f"accuracy: unknown objective {accuracy!r} (objectives: {names})")
+        if self.reward == "product" and accuracy is None:
+            raise ValueError(
+                "the product reward needs an accuracy objective (a 'max' objective or accuracy=...)"
+            )
+        if accuracy is not None and accuracy in targets:
+            raise ValueError(f"accuracy objective {accuracy!r} cannot also have a target")
+        self.accuracy = accuracy
+        self.targets = {k: float(v) for k, v in targets.items()}
+        self.exponents = {k: float(v) for k, v in exponents.items()}
+
+    def _init_schedule(self, schedule: Sequence[int] | None) -> list[int]:
+        if schedule is None:
+            return default_schedule(int(self._sizes.max()))
+        out = [int(s) for s in schedule]
+        if not out or any(s < 1 for s in out) or any(b > a for a, b in itertools.pairwise(out)):
+            raise ValueError(
+                f"schedule must be a non-increasing list of positive counts, got {list(schedule)}"
+            )
+        return out
+
+    def _init_stage_lengths(
+        self, lengths: Sequence[int] | None, budget: int | None, fractions: Sequence[float]
+    ) -> list[int]:
+        n = len(self.schedule) - 1
+        if lengths is not None:
+            out = [int(x) for x in lengths]
+            if len(out) != n or any(x < 1 for x in out):
+                raise ValueError(
+                    f"stage_lengths needs {n} positive entries (one per stage before the last), got {list(lengths)}"
+                )
+            return out
+        if budget is None:
+            return [DEFAULT_STAGE_LENGTH] * n
+        fr = list(fractions)
+        if len(fr) < n:
+            fr = fr + [fr[-1] if fr else 0.2] * (n - len(fr))
+        m = self.batch_size
+        return [max(m, int(round(float(budget) * f / m)) * m) for f in fr[:n]]
+
+    def _apply_schedule_start(self) -> None:
+        """Restrict the starting space to ``schedule[0]`` options (top logits) if that is fewer."""
+        keep = self.schedule[0]
+        if any(len(a) > keep for a in self.space.allowed):
+            self.space = self.space.restrict(self._top_options(keep))
+
+    # ------------------------------------------------------------------ policy
+    def _mask(self) -> np.ndarray:
+        mask = np.zeros(self.logits.shape, dtype=bool)
+        for d, a in enumerate(self.space.allowed):
+            mask[d, list(a)] = True
+        return mask
+
+    def _probs(self) -> np.ndarray:
+        mask = self._mask()
+        z = np.where(mask, self.logits, -np.inf)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.where(mask, np.exp(z), 0.0)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        """Sampling probability of every option per decision (dropped options: 0)."""
+        p = self._probs()
+        return {
+            d.name: {opt: float(p[k, i]) for i, opt in enumerate(d.options)}
+            for k, d in enumerate(self.space.decisions)
+        }
+
+    def arch_probability(self, arch: Sequence[int], probs: np.ndarray | None = None) -> float:
+        """Probability of ``arch`` under the current policy (0 if outside the allowed space)."""
+        p = self._probs() if probs is None else probs
+        return float(np.prod([p[k, int(i)] for k, i in enumerate(arch)]))
+
+    def _full_logp(self, arch: Sequence[int]) -> float:
+        """Log-probability of ``arch`` under the softmax of *all* options (dropped ones too)."""
+        z = np.where(self._exists, self.logits, -np.inf)
+        z = z - z.max(axis=1, keepdims=True)
+        logz = np.log(np.where(self._exists, np.exp(z), 0.0).sum(axis=1))
+        return float(sum(z[k, i] - logz[k] for k, i in enumerate(arch)))
+
+    def _sample(self, probs: np.ndarray) -> Arch:
+        out = []
+        for k, a in enumerate(self.space.allowed):
+            opts = np.asarray(a)
+            w = probs[k, opts]
+            out.append(int(opts[self.rng.choice(len(opts), p=w / w.sum())]))
+        return tuple(out)
+
+    @property
+    def converged(self) -> bool:
+        """True once the space is shrunk to a single architecture."""
+        return self.space.size == 1
+
+    # ------------------------------------------------------------------ ask
+    def ask(self) -> Proposal | None:
+        """The next proposal; local-search proposals are validated against the full space."""
+        proposed = self._propose()
+        if proposed is None:
+            return None
+        arch, meta = proposed
+        space = self.space if meta["phase"] == "policy" else self._full_space
+        proposal = Proposal(self._next_id, space.validate(arch), dict(meta))
+        self._next_id += 1
+        self.pending[proposal.id] = proposal
+        return proposal
+
+    def _propose(self) -> tuple[Arch, dict[str, Any]] | None:
+        if self.converged:
+            return self._propose_final()
+        for _ in range(len(self.schedule) + 1):
+            probs = self._probs()
+            arch = self._sample_unseen(probs)
+            if arch is not None:
+                return self._emit(arch, probs, "policy")
+            # Nothing unseen is left in this stage's space: end the stage now.
+            if self.stage >= len(self.schedule) - 1:
+                break
+            self._shrink()
+            if self.converged:
+                return self._propose_final()
+        return self._propose_final() if self.final == "local" else None
+
+    def _emit(
+        self, arch: Arch, probs: np.ndarray, phase: str, **extra: Any
+    ) -> tuple[Arch, dict[str, Any]]:
+        self._seen.add(arch)
+        meta = {
+            "stage": self.stage,
+            "probability": self.arch_probability(arch, probs),
+            "generation": self.generation,
+            "phase": phase,
+            **extra,
+        }
+        return arch, meta
+
+    def _sample_unseen(self, probs: np.ndarray) -> Arch | None:
+        """A policy sample not yet evaluated or in flight, or ``None`` if none is left."""
+        arch = self._sample(probs)
+        for _ in range(self.resample):
+            if arch not in self._seen:
+                return arch
+            arch = self._sample(probs)
+        if arch not in self._seen:
+            return arch
+        if self.space.size <= ENUMERATE_LIMIT:
+            cands = np.array(list(itertools.product(*self.space.allowed)), dtype=int)
+            radix = np.cumprod(np.r_[1, self._sizes[:0:-1]])[::-1]
+            seen = np.array([np.dot(a, radix) for a in self._seen], dtype=np.int64)
+            unseen = ~np.isin(cands @ radix, seen)
+            if not unseen.any():
+                return None
+            cands = cands[unseen]
+            w = np.prod(probs[np.arange(cands.shape[1])[None, :], cands], axis=1)
+            w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+            return tuple(int(i) for i in cands[self.rng.choice(len(cands), p=w)])
+        # Too large to enumerate: an unseen one-edit neighbour, else accept the duplicate.
+        nbrs = [n for n in self.space.neighbors(arch) if n not in self._seen]
+        if nbrs:
+            w = np.array([self.arch_probability(n, probs) for n in nbrs])
+            w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+            return nbrs[int(self.rng.choice(len(nbrs), p=w))]
+        return arch
+
+    def _propose_final(self) -> tuple[Arch, dict[str, Any]] | None:
+        probs = self._probs()
+        only = tuple(a[0] for a in self.space.allowed)
+        if only not in self._seen:
+            return self._emit(only, probs, "policy")
+        if self.final == "stop":
+            return None
+        return self._propose_local(probs)
+
+    def _propose_local(self, probs: np.ndarray) -> tuple[Arch, dict[str, Any]] | None:
+        """Pareto local search: an unseen one-edit neighbour (full space) of an archive member.
+
+        Parents are tried front first (random order), then dominated points by their distance to
+        the front, so the search widens only when the whole front's neighbourhood is evaluated.
+        """
+        n = len(self._points)
+        if n:
+            scores = self._local_scores()
+            if self.local_order == "random-front":
+                scores = np.where(scores >= 0, 1.0, scores)
+            order = np.lexsort((self.rng.random(n), -scores, self._viol > 0))
+            for i in order:
+                parent = self._points[int(i)]
+                nbrs = [a for a in self._full_space.neighbors(parent[0]) if a not in self._seen]
+                if nbrs:
+                    if self.local_guided:
+                        w = np.array([self._full_logp(a) for a in nbrs])
+                        w = np.exp(w - w.max())
+                        arch = nbrs[int(self.rng.choice(len(nbrs), p=w / w.sum()))]
+                    else:
+                        arch = nbrs[int(self.rng.integers(len(nbrs)))]
+                    return self._emit(arch, probs, "local", parent=parent[1])
+        for _ in range(100):
+            arch = self._full_space.sample(self.rng)
+            if arch not in self._seen:
+                return self._emit(arch, probs, "local")
+        return None
+
+    # ------------------------------------------------------------------ tell
+    def _on_result(self, record: Record) -> None:
+        self._after_tell(record)
+
+    def _on_failure(self, record: Record) -> None:
+        self._after_tell(record)
+
+    def _after_tell(self, record: Record) -> None:
+        arch = record.proposal.arch
+        self._seen.add(arch)
+        self._add_point(record)
+        self.stage_results += 1
+        if record.proposal.meta.get("phase", "policy") == "policy" and self.space.contains(arch):
+            self.buffer.append(
+                {"id": record.proposal.id, "arch": list(arch), "values": record.values}
+            )
+        if len(self.buffer) >= self.batch_size:
+            self._reinforce(self.buffer[: self.batch_size])
+            self.buffer = self.buffer[self.batch_size :]
+        if (
+            self.stage < len(self.schedule) - 1
+            and self.stage_results >= self.stage_lengths[self.stage]
+        ):
+            self._shrink()
+
+    # ------------------------------------------------------------------ rewards
+    def rewards(self, batch: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rewards of buffered results (``{"arch", "values"}``; ``values`` None = failed)."""
+        ok = [i for i, b in enumerate(batch) if b["values"] is not None]
+        out = np.full(len(batch), np.nan)
+        if ok:
+            if self.reward == "product":
+                out[ok] = [self._product_reward(batch[i]["values"]) for i in ok]
+            else:
+                out[ok] = self._pareto_rewards([batch[i] for i in ok])
+        known = [float(r) for r in out[ok]] + self.recent_rewards
+        fail = min(known) if known else (0.0 if self.reward == "product" else -1.0)
+        out[np.isnan(out)] = fail
+        return out
+
+    def _product_reward(self, values: Mapping[str, float]) -> float:
+        acc = max(0.0, float(values[self.accuracy])) if self.accuracy is not None else 1.0
+        r = acc
+        for k, t in self.targets.items():
+            ratio = max(float(values[k]) / t, RATIO_FLOOR)
+            r *= ratio ** self.exponents[k]
+        return float(r) if math.isfinite(r) else 0.0
+
+    # ------------------------------------------------------------------ evaluated points
+    def _reset_cache(self) -> None:
+        """Distinct evaluated archs as minimisation rows (derived from ``history``)."""
+        self._points: list[tuple[Arch, int]] = []  # (arch, proposal id)
+        self._point_index: dict[Arch, int] = {}
+        self._y = np.zeros((0, len(self.objectives)))
+        self._viol = np.zeros(0)
+        self._front: list[int] = []  # feasible non-dominated rows
+        self._scalar: list[float] = []  # product reward per row (product reward only)
+
+    def _add_point(self, record: Record) -> None:
+        arch = record.proposal.arch
+        if record.values is None or arch in self._point_index:
+            return
+        k = len(self._points)
+        self._points.append((arch, record.proposal.id))
+        self._point_index[arch] = k
+        if self.reward == "product":
+            self._scalar.append(self._product_reward(record.values))
+        y = self.objectives.vector(record.values)
+        self._y = np.vstack([self._y, y[None, :]])
+        self._viol = np.append(self._viol, self.objectives.violation(record.values))
+        if self._viol[k] > 0:
+            return
+        front = self._y[self._front]
+        if len(front) and np.any(np.all(front <= y, axis=1) & np.any(front < y, axis=1)):
+            return
+        gone = np.all(y <= front, axis=1) & np.any(y < front, axis=1) if len(front) else []
+        self._front = [f for f, g in zip(self._front, gone, strict=True) if not g] + [k]
+
+    def _normalised(self, how: str = "front") -> np.ndarray:
+        """Rows scaled by the range of the current front (all rows where it has no range)."""
+        base = self._y[self._front] if how == "front" and len(self._front) > 1 else self._y
+        lo = base.min(axis=0)
+        span = base.max(axis=0) - lo
+        if how == "front":
+            full = self._y.max(axis=0) - self._y.min(axis=0)
+            span = np.where(span > 0, span, full)
+        return (self._y - lo) / np.where(span > 0, span, 1.0)
+
+    def _margins(self, which: Sequence[int]) -> np.ndarray:
+        """Exact exclusive additive-epsilon margin of rows ``which`` against every other row."""
+        y = self._normalised(self.normalise)
+        feasible = self._viol <= 0
+        ref_idx = np.flatnonzero(feasible)
+        which = np.asarray(list(which), dtype=int)
+        # gap[j, a] = max_k (y_a,k - y_j,k); a point is never compared with itself.
+        gap = np.max(y[ref_idx][None, :, :] - y[which][:, None, :], axis=2)
+        gap[ref_idx[None, :] == which[:, None]] = np.inf
+        m = gap.min(axis=1) if len(ref_idx) else np.full(len(which), np.inf)
+        out = np.where(np.isfinite(m), m, 1.0)
+        bad = ~feasible[which]
+        out[bad] = -1.0 - self._viol[which][bad]
+        return out
+
+    def _local_scores(self) -> np.ndarray:
+        """How promising each row is as a local-search parent under the engine's reward."""
+        if self.reward == "product":
+            return np.asarray(self._scalar, dtype=float)
+        scores = self._front_margins()
+        if self.local_order == "hv" and len(self._front):
+            front = np.asarray(self._front, dtype=int)
+            contrib = self._contributions(self._normalised("front")[front])
+            top = contrib.max()
+            scores[front] = 1.0 + (contrib / top if top > 0 else 0.0)
+        return scores
+
+    def _contributions(self, pts: np.ndarray) -> np.ndarray:
+        """Exclusive hypervolume of each non-dominated point (reference: nadir + 10% of range)."""
+        n, m = pts.shape
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        ref = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+        if n == 1:
+            return np.array([float(np.prod(ref - pts[0]))])
+        if m == 2:
+            order = np.lexsort((-pts[:, 1], pts[:, 0]))
+            x, y = pts[order, 0], pts[order, 1]
+            right = np.append(x[1:], ref[0]) - x
+            up = np.insert(y[:-1], 0, ref[1]) - y
+            out = np.empty(n)
+            out[order] = np.maximum(right, 0.0) * np.maximum(up, 0.0)
+            return out
+        samples = lo + self.rng.random((self.hv_samples, m)) * (ref - lo)
+        dom = np.all(pts[None, :, :] <= samples[:, None, :], axis=2)
+        alone = dom.sum(axis=1) == 1
+        return dom[alone].sum(axis=0).astype(float)
+
+    def _front_margins(self) -> np.ndarray:
+        """Margin of every row against the feasible front (cheap; exact for dominated rows)."""
+        y = self._normalised(self.local_normalise)
+        front = np.asarray(self._front, dtype=int)
+        if not len(front):
+            return -1.0 - self._viol
+        gap = np.max(y[front][None, :, :] - y[:, None, :], axis=2)
+        gap[np.arange(len(y))[:, None] == front[None, :]] = np.inf
+        m = gap.min(axis=1)
+        out = np.where(np.isfinite(m), m, 1.0)
+        bad = self._viol > 0
+        out[bad] = -1.0 - self._viol[bad]
+        return out
+
+    def _pareto_rewards(self, batch: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        rows = [self._point_index[tuple(b["arch"])] for b in batch]
+        r = self._margins(rows)
+        c = self.reward_clip
+        feasible = self._viol[rows] <= 0
+        return np.where(feasible, np.clip(r, -c, c), -c - np.minimum(self._viol[rows], c))
+
+    # ------------------------------------------------------------------ REINFORCE
+    def _reinforce(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        """One REINFORCE step on ``batch`` (moving baseline, clipping, Adam)."""
+        r = self.rewards(batch)
+        self.recent_rewards = (self.recent_rewards + [float(x) for x in r])[-self.reward_window :]
+        mean = float(np.mean(r))
+        if self.baseline is None:
+            self.baseline = mean
+        else:
+            self.baseline += self.baseline_decay * (mean - self.baseline)
+        probs = self._probs()
+        mask = self._mask()
+        grad = np.zeros_like(self.logits)
+        rows = np.arange(self.logits.shape[0])
+        for b, rj in zip(batch, r, strict=True):
+            onehot = np.zeros_like(self.logits)
+            onehot[rows, b["arch"]] = 1.0
+            # d(-log pi(a))/d logits = softmax - onehot, over the allowed options.
+            grad += (rj - self.baseline) * (probs - onehot)
+        grad = np.where(mask, grad / len(batch), 0.0)
+        norm = float(np.linalg.norm(grad))
+        if norm > self.clip_norm:
+            grad *= self.clip_norm / (norm + 1e-6)
+        self._adam(grad, mask)
+        self.generation += 1
+
+    def _adam(self, grad: np.ndarray, mask: np.ndarray) -> None:
+        b1, b2 = self.betas
+        g = grad + self.weight_decay * self.logits
+        self._t += 1
+        self._m = np.where(mask, b1 * self._m + (1 - b1) * g, self._m)
+        self._v = np.where(mask, b2 * self._v + (1 - b2) * g * g, self._v)
+        m_hat = self._m / (1 - b1**self._t)
+        v_hat = self._v / (1 - b2**self._t)
+        step = self.lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+        self.logits = np.where(mask, self.logits - step, self.logits)
+
+    # ------------------------------------------------------------------ shrinking
+    def _top_options(self, keep: int) -> list[list[int]]:
+        """Per decision, the ``keep`` allowed options of highest logit (ties: lower index)."""
+        out = []
+        for k, a in enumerate(self.space.allowed):
+            opts = list(a)
+            order = sorted(opts, key=lambda i, k=k: (-self.logits[k, i], i))
+            out.append(sorted(order[: min(keep, len(opts))]))
+        return out
+
+    def _shrink(self) -> None:
+        """End the stage: drop the lowest-probability options, start the next stage."""
+        new_stage = self.stage + 1
+        kept = self._top_options(self.schedule[new_stage])
+        dropped = {
+            d.name: [d.options[i] for i in a if i not in kept[k]]
+            for k, (d, a) in enumerate(zip(self.space.decisions, self.space.allowed, strict=True))
+        }
+        self.shrink_history.append(
+            {
+                "stage": self.stage,
+                "results": self.stage_results,
+                "generation": self.generation,
+                "dropped": dropped,
+            }
+        )
+        self.space = self.space.restrict(kept)
+        self.stage = new_stage
+        self.stage_results = 0
+        self.buffer = [b for b in self.buffer if self.space.contains(b["arch"])]
+        if self.reset_on_shrink:
+            mask = self._mask()
+            self.logits = np.where(mask, 0.0, self.logits)
+            self._m = np.where(mask, 0.0, self._m)
+            self._v = np.where(mask, 0.0, self._v)
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        return {
+            "logits": self.logits.tolist(),
+            "adam_m": self._m.tolist(),
+            "adam_v": self._v.tolist(),
+            "adam_t": self._t,
+            "baseline": self.baseline,
+            "generation": self.generation,
+            "stage": self.stage,
+            "stage_results": self.stage_results,
+            "stage_lengths": list(self.stage_lengths),
+            "schedule": list(self.schedule),
+            "buffer": [dict(b) for b in self.buffer],
+            "recent_rewards": list(self.recent_rewards),
+            "shrink_history": [dict(h) for h in self.shrink_history],
+        }
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        self.logits = np.array(state["logits"], dtype=float)
+        self._m = np.array(state["adam_m"], dtype=float)
+        self._v = np.array(state["adam_v"], dtype=float)
+        self._t = int(state["adam_t"])
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        self.generation = int(state["generation"])
+        self.stage = int(state["stage"])
+        self.stage_results = int(state["stage_results"])
+        self.stage_lengths = [int(x) for x in state["stage_lengths"]]
+        self.schedule = [int(x) for x in state["schedule"]]
+        self.buffer = [
+            {"id": int(b["id"]), "arch": [int(i) for i in b["arch"]], "values": b["values"]}
+            for b in state["buffer"]
+        ]
+        self.recent_rewards = [float(x) for x in state["recent_rewards"]]
+        self.shrink_history = [dict(h) for h in state["shrink_history"]]
+        self._seen = {r.proposal.arch for r in self.history} | {
+            p.arch for p in self.pending.values()
+        }
+        self._reset_cache()
+        for r in self.history:
+            self._add_point(r)
