@@ -129,6 +129,7 @@ EXPERIMENTAL_PARAMS = (
     "hvc_gamma",
     "hvc_top",
     "lineage_scalar",
+    "near_tol",
 )
 
 
@@ -772,15 +773,16 @@ class PerturbationEvolution(Engine):
 
     # ------------------------------------------------------------------ archive local search
     def _local_proposal(self) -> tuple[Arch, dict[str, Any]] | None:
-        layers = self._next_layers()
-        rows = list(self._front)
-        for layer in layers[: self.params.get("local_layers", 1) - 1]:
-            rows.extend(layer)
-        if self.params.get("local_parent", "all") == "hvc" and len(rows) > 1:
-            rows = self._hvc_parents(rows)
-        cands = self._archive_candidates(rows)
+        cands = np.zeros((0, 4), dtype=np.int64)
+        if self.params.get("local_parent", "all") == "hvc":
+            for row in self._hvc_order():
+                cands = self._archive_candidates([row])
+                if len(cands):
+                    break
+        else:
+            cands = self._archive_candidates(self._front)
         if not len(cands):
-            rest = [r for layer in layers for r in layer]
+            rest = [r for layer in self._next_layers() for r in layer]
             cands = self._archive_candidates(rest)
         if not len(cands):
             return None
@@ -792,21 +794,46 @@ class PerturbationEvolution(Engine):
             None, child, self._meta(pid, child, (k, a, o), "local", None), wait=False
         )
 
-    def _hvc_parents(self, rows: Sequence[int]) -> list[int]:
-        """Archive rows ordered by hypervolume contribution discounted by children proposed."""
-        rows = list(rows)
-        pts = self._points[rows] / self._scale()
+    def _hvc_order(self) -> list[int]:
+        """Archive rows (and rows within ``near_tol`` of it) by discounted HV contribution."""
+        rows = list(self._front)
+        scale = self._scale()
+        pts = self._points[rows] / scale
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         ref = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
-        uniq, inv = np.unique(pts, axis=0, return_inverse=True)
-        inv = np.asarray(inv).reshape(-1)
-        hvc = moocore.hv_contributions(uniq, ref=ref)[inv]
+        if len(rows) == 1:
+            hvc = np.ones(1)
+        else:
+            uniq, inv = np.unique(pts, axis=0, return_inverse=True)
+            hvc = moocore.hv_contributions(uniq, ref=ref)[np.asarray(inv).reshape(-1)]
+        tol = self.params.get("near_tol", 0.0)
+        if tol > 0 and len(self._points) > len(rows):
+            others = np.setdiff1d(np.arange(len(self._points)), np.array(rows))
+            q = self._points[others] / scale - tol
+            dom = np.any(
+                np.all(pts[None, :, :] <= q[:, None, :], axis=2)
+                & np.any(pts[None, :, :] < q[:, None, :], axis=2),
+                axis=1,
+            )
+            near = others[~dom & np.all(q < ref, axis=1)]
+            if len(near):
+                inside = pts[np.all(pts < ref, axis=1)]
+                base = moocore.hypervolume(inside, ref=ref)
+                gains = np.array(
+                    [
+                        moocore.hypervolume(
+                            np.vstack([inside, self._points[r] / scale - tol]), ref=ref
+                        )
+                        - base
+                        for r in near
+                    ]
+                )
+                rows = rows + [int(r) for r in near]
+                hvc = np.concatenate([hvc, gains])
         kids = np.array([self._children.get(self._id_of_row[r], 0) for r in rows], dtype=float)
-        gamma = self.params.get("hvc_gamma", 1.0)
-        score = hvc / (1.0 + kids) ** gamma
+        score = hvc / (1.0 + kids) ** self.params.get("hvc_gamma", 1.0)
         order = np.argsort(-score, kind="stable")
-        top = self.params.get("hvc_top", 1)
-        return [rows[int(i)] for i in order[:top]]
+        return [rows[int(i)] for i in order]
 
     def _archive_candidates(self, rows: Sequence[int]) -> np.ndarray:
         return self._candidates([self._id_of_row[r] for r in rows], self.space.allowed)
@@ -979,6 +1006,8 @@ class PerturbationEvolution(Engine):
             resid[None, :]
             * np.sqrt(1.0 / (1.0 + counts[k, a]) + 1.0 / (1.0 + counts[k, b]))[:, None]
         )
+        if self.params["acquisition"] == "random":
+            return self.rng.random(len(cands))
         if self.params["acquisition"] == "ts":
             y = mu + self.params["exploration"] * sd * self.rng.standard_normal(mu.shape)
         else:

@@ -130,11 +130,7 @@ class ProgressiveShrinking(Engine):
         final: str = "local",
         reward_window: int = 50,
         local_order: str = "margin",
-        local_guided: bool = False,
         hv_samples: int = 2000,
-        normalise: str = "front",
-        local_normalise: str = "observed",
-        reward_clip: float = 1.0,
     ) -> None:
         super().__init__(space, objectives, seed)
         if reward not in REWARDS:
@@ -155,11 +151,7 @@ class ProgressiveShrinking(Engine):
         self.reset_on_shrink = bool(reset_on_shrink)
         self.reward_window = int(reward_window)
         self.local_order = local_order
-        self.local_guided = local_guided
         self.hv_samples = int(hv_samples)
-        self.normalise = normalise
-        self.local_normalise = local_normalise
-        self.reward_clip = float(reward_clip)
         self._init_product(accuracy, targets, exponents)
 
         self._full_space = space
@@ -285,13 +277,6 @@ class ProgressiveShrinking(Engine):
         p = self._probs() if probs is None else probs
         return float(np.prod([p[k, int(i)] for k, i in enumerate(arch)]))
 
-    def _full_logp(self, arch: Sequence[int]) -> float:
-        """Log-probability of ``arch`` under the softmax of *all* options (dropped ones too)."""
-        z = np.where(self._exists, self.logits, -np.inf)
-        z = z - z.max(axis=1, keepdims=True)
-        logz = np.log(np.where(self._exists, np.exp(z), 0.0).sum(axis=1))
-        return float(sum(z[k, i] - logz[k] for k, i in enumerate(arch)))
-
     def _sample(self, probs: np.ndarray) -> Arch:
         out = []
         for k, a in enumerate(self.space.allowed):
@@ -332,7 +317,7 @@ class ProgressiveShrinking(Engine):
             self._shrink()
             if self.converged:
                 return self._propose_final()
-        return self._propose_final() if self.final == "local" else None
+        return self._propose_local(self._probs()) if self.final == "local" else None
 
     def _emit(
         self, arch: Arch, probs: np.ndarray, phase: str, **extra: Any
@@ -393,19 +378,12 @@ class ProgressiveShrinking(Engine):
         n = len(self._points)
         if n:
             scores = self._local_scores()
-            if self.local_order == "random-front":
-                scores = np.where(scores >= 0, 1.0, scores)
             order = np.lexsort((self.rng.random(n), -scores, self._viol > 0))
             for i in order:
                 parent = self._points[int(i)]
                 nbrs = [a for a in self._full_space.neighbors(parent[0]) if a not in self._seen]
                 if nbrs:
-                    if self.local_guided:
-                        w = np.array([self._full_logp(a) for a in nbrs])
-                        w = np.exp(w - w.max())
-                        arch = nbrs[int(self.rng.choice(len(nbrs), p=w / w.sum()))]
-                    else:
-                        arch = nbrs[int(self.rng.integers(len(nbrs)))]
+                    arch = nbrs[int(self.rng.integers(len(nbrs)))]
                     return self._emit(arch, probs, "local", parent=parent[1])
         for _ in range(100):
             arch = self._full_space.sample(self.rng)
@@ -503,7 +481,7 @@ class ProgressiveShrinking(Engine):
 
     def _margins(self, which: Sequence[int]) -> np.ndarray:
         """Exact exclusive additive-epsilon margin of rows ``which`` against every other row."""
-        y = self._normalised(self.normalise)
+        y = self._normalised("observed")
         feasible = self._viol <= 0
         ref_idx = np.flatnonzero(feasible)
         which = np.asarray(list(which), dtype=int)
@@ -550,7 +528,7 @@ class ProgressiveShrinking(Engine):
 
     def _front_margins(self) -> np.ndarray:
         """Margin of every row against the feasible front (cheap; exact for dominated rows)."""
-        y = self._normalised(self.local_normalise)
+        y = self._normalised("front")
         front = np.asarray(self._front, dtype=int)
         if not len(front):
             return -1.0 - self._viol
@@ -564,10 +542,7 @@ class ProgressiveShrinking(Engine):
 
     def _pareto_rewards(self, batch: Sequence[Mapping[str, Any]]) -> np.ndarray:
         rows = [self._point_index[tuple(b["arch"])] for b in batch]
-        r = self._margins(rows)
-        c = self.reward_clip
-        feasible = self._viol[rows] <= 0
-        return np.where(feasible, np.clip(r, -c, c), -c - np.minimum(self._viol[rows], c))
+        return self._margins(rows)
 
     # ------------------------------------------------------------------ REINFORCE
     def _reinforce(self, batch: Sequence[Mapping[str, Any]]) -> None:
