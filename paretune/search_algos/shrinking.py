@@ -2,40 +2,55 @@
 
 The engine keeps one logit per (decision, option). A proposal is a discrete architecture drawn
 from the softmax over the options still allowed. Results arrive in any order and are buffered;
-every ``batch_size`` results one REINFORCE step updates the logits (moving baseline
-``b <- b + 0.95 (mean R - b)``, gradient of ``-log pi``, norm clipping, Adam with betas
-(0.5, 0.999) and L2 weight decay, as in the TND-NAS code). A stage ends after a configured
-number of *results* (never wall-clock time); then the lowest-probability options of every
-decision are dropped (NB201 default 5 -> 3 -> 2 -> 1 options) and ``self.space`` becomes the
-restricted space.
+every ``batch_size`` (M) results one REINFORCE step updates the logits as in the TND-NAS code:
+moving baseline ``b <- b + 0.95 (mean R - b)`` (``b`` = the first batch mean at first),
+gradient ``mean_j (R_j - b) grad(-log pi(a_j))``, norm clipping at 5, Adam with betas
+(0.5, 0.999) and L2 weight decay 1e-3. The learning rate is 0.3, not the paper's 6e-3: on a
+table a run has tens of REINFORCE steps, not thousands, and 6e-3 leaves the policy uniform.
+
+A stage ends after a configured number of *results* (never wall-clock time), then the
+lowest-probability options of every decision are dropped (NB201: 5 -> 3 -> 2 -> 1 options;
+ties keep the lower option index) and ``self.space`` becomes the restricted space. Results of
+proposals made before a shrink that fall outside the new space are recorded (history, archive)
+but never enter the gradient; keep stage lengths well above the number of trials in flight.
+Stage lengths: ``stage_lengths``, else fractions of a ``budget`` hint (stage 0 gets
+``0.5 * min(1, budget / 1000)`` of it, every later shrinking stage 5%), else 100 results each.
 
 Rewards (``reward``):
 
 - ``"product"``: the paper's MnasNet form ``acc * prod_k (m_k / T_k) ** w_k`` with targets
-  ``T_k`` and exponents ``w_k`` for any objectives named in ``targets`` / ``exponents``.
-  Ratios ``m_k / T_k`` are floored at ``1e-3`` so a zero cost gives a large but finite reward.
-- ``"pareto"``: a target-free reward, the *exclusive additive-epsilon margin* of a result
-  against every other evaluated architecture, with objectives min-max normalised over what the
-  engine has seen: ``R_j = min_{a != j} max_k (a_k - y_jk)``. It is positive for a
-  non-dominated result (by how far it stands out of the rest of the front, so gap fillers and
+  ``T_k`` and exponents ``w_k`` for any objectives named in ``targets`` / ``exponents``; with
+  none it is the accuracy alone. Ratios ``m_k / T_k`` are floored at ``1e-3``, so a zero cost
+  gives a large but finite reward, and a negative accuracy counts as 0.
+- ``"pareto"`` (default): a target-free reward, the *exclusive additive-epsilon margin* of a
+  result against every other architecture evaluated, objectives min-max normalised over what the
+  engine has seen: ``R_j = min_{a != j} max_k (y_ak - y_jk)`` (minimisation). It is positive for
+  a non-dominated result (by how far it stands out of the rest of the front, so gap fillers and
   extensions earn most), zero for a tie and minus its distance to the front when dominated.
   Infeasible results (a violated limit) get ``-1 - violation``, below every feasible one.
 
-A failed trial gets the minimum reward of its batch and of the recent rewards (``-1`` /
-``0`` if nothing is known yet), so it is pushed down like the worst result, never NaN.
+A failed trial gets the minimum reward of its batch and of the last ``reward_window`` rewards
+(``-1`` for Pareto / ``0`` for product if nothing is known yet): it is pushed down like the
+worst result seen, never NaN and never a crash.
 
 Duplicates are avoided: a sample already evaluated (or in flight) is redrawn up to
 ``resample`` times, then drawn exactly from the policy conditioned on "not yet seen" when the
-allowed space is small enough to enumerate. A stage whose allowed space has nothing unseen left
-ends early. Once the space is shrunk to a single architecture the policy has converged; with
-``final="local"`` (default) the engine spends the rest of its budget on a Pareto local search of
-the archive in the *full* space (a random unseen one-edit neighbour of an archive member, the
-archive ordered by margin, so dominated points are expanded only when the front is exhausted);
-with ``final="stop"`` it returns ``None``.
+allowed space is small enough to enumerate (else an unseen one-edit neighbour). A stage whose
+allowed space has nothing unseen left ends early.
 
-Proposal meta: ``stage``, ``probability`` (of the architecture under the current policy, also
-for local-search proposals), ``generation`` (REINFORCE steps so far), ``phase`` (``"policy"`` or
-``"local"``) and, for local search, ``parent`` (the proposal id of the archive member).
+Once the space is shrunk to a single architecture the policy has converged. With
+``final="local"`` (default) the engine then spends the rest of the budget on a local search of
+its archive in the space it was given: an unseen one-edit neighbour of the most promising
+evaluated architecture. For ``"pareto"``, front members come first, ordered by their exclusive
+hypervolume in front-normalised units (``local_order="hv"``; exact in 2-D, Monte Carlo above)
+or by their margin (``"margin"``), then dominated ones by distance to the front; for
+``"product"`` the order is the product reward. With ``final="stop"`` ``ask`` returns ``None``.
+On NB201 most of the final quality comes from this phase; the policy stages decide where it
+starts.
+
+Proposal meta: ``stage``, ``probability`` (of the architecture under the current policy, 0 for
+local-search proposals outside the shrunk space), ``generation`` (REINFORCE steps so far),
+``phase`` (``"policy"`` or ``"local"``) and, for local search, ``parent`` (a proposal id).
 """
 
 from __future__ import annotations
@@ -54,9 +69,14 @@ from paretune.spaces.base import Arch, SearchSpace
 
 REWARDS = ("product", "pareto")
 FINALS = ("local", "stop")
-# Stage lengths as fractions of a ``budget`` hint, for the stages before the last one.
-DEFAULT_STAGE_FRACTIONS = (0.3, 0.2, 0.15)
+LOCAL_ORDERS = ("hv", "margin")
+# Without a budget hint, every stage before the last lasts this many results.
 DEFAULT_STAGE_LENGTH = 100
+# With a budget hint: stage 0 gets up to half the budget (less for small budgets, where the
+# policy has too few REINFORCE steps to pay off), every later shrinking stage 5%.
+FIRST_STAGE_FRACTION = 0.5
+FIRST_STAGE_FULL_BUDGET = 1000
+LATER_STAGE_FRACTION = 0.05
 ENUMERATE_LIMIT = 50_000
 RATIO_FLOOR = 1e-3
 
@@ -69,6 +89,12 @@ def default_schedule(num_options: int) -> list[int]:
     while out[-1] > 1:
         out.append(math.ceil(out[-1] / 2))
     return out
+
+
+def default_stage_fractions(budget: int, stages: int) -> list[float]:
+    """Fractions of ``budget`` for the ``stages`` stages before the last (see module doc)."""
+    first = FIRST_STAGE_FRACTION * min(1.0, budget / FIRST_STAGE_FULL_BUDGET)
+    return [first] + [LATER_STAGE_FRACTION] * (stages - 1)
 
 
 @register
@@ -93,13 +119,17 @@ class ProgressiveShrinking(Engine):
         schedule: options kept per decision in each stage (first entry = all options).
         stage_lengths: results per stage for every stage but the last (which is open-ended).
         budget: expected number of evaluations; scales the default stage lengths.
-        stage_fractions: fractions of ``budget`` per stage when ``stage_lengths`` is not given.
+        stage_fractions: fractions of ``budget`` per stage when ``stage_lengths`` is not given
+            (default: see :func:`default_stage_fractions`).
         resample: redraws of a sample that was already evaluated before other fallbacks.
         reset_on_shrink: start every stage from fresh logits (the paper's fresh alphas).
         init_std: standard deviation of the initial logits.
         final: after the space is shrunk to one architecture: ``"local"`` search of the
             archive in the full space, or ``"stop"`` (``ask`` returns ``None``).
         reward_window: recent rewards kept to score failures.
+        local_order: order of Pareto local-search parents: ``"hv"`` (exclusive hypervolume)
+            or ``"margin"`` (exclusive additive-epsilon margin).
+        hv_samples: Monte Carlo samples of the exclusive hypervolume (3+ objectives).
     """
 
     name = "tnd"
@@ -115,7 +145,7 @@ class ProgressiveShrinking(Engine):
         targets: Mapping[str, float] | None = None,
         exponents: Mapping[str, float] | None = None,
         batch_size: int = 10,
-        lr: float = 0.1,
+        lr: float = 0.3,
         betas: Sequence[float] = (0.5, 0.999),
         weight_decay: float = 1e-3,
         clip_norm: float = 5.0,
@@ -123,13 +153,13 @@ class ProgressiveShrinking(Engine):
         schedule: Sequence[int] | None = None,
         stage_lengths: Sequence[int] | None = None,
         budget: int | None = None,
-        stage_fractions: Sequence[float] = DEFAULT_STAGE_FRACTIONS,
+        stage_fractions: Sequence[float] | None = None,
         resample: int = 20,
         reset_on_shrink: bool = False,
         init_std: float = 1e-3,
         final: str = "local",
         reward_window: int = 50,
-        local_order: str = "margin",
+        local_order: str = "hv",
         hv_samples: int = 2000,
     ) -> None:
         super().__init__(space, objectives, seed)
@@ -150,6 +180,10 @@ class ProgressiveShrinking(Engine):
         self.resample = int(resample)
         self.reset_on_shrink = bool(reset_on_shrink)
         self.reward_window = int(reward_window)
+        if local_order not in LOCAL_ORDERS:
+            raise ValueError(
+                f"local_order {local_order!r} is not allowed (allowed: {', '.join(LOCAL_ORDERS)})"
+            )
         self.local_order = local_order
         self.hv_samples = int(hv_samples)
         self._init_product(accuracy, targets, exponents)
@@ -226,7 +260,7 @@ class ProgressiveShrinking(Engine):
         return out
 
     def _init_stage_lengths(
-        self, lengths: Sequence[int] | None, budget: int | None, fractions: Sequence[float]
+        self, lengths: Sequence[int] | None, budget: int | None, fractions: Sequence[float] | None
     ) -> list[int]:
         n = len(self.schedule) - 1
         if lengths is not None:
@@ -238,11 +272,16 @@ class ProgressiveShrinking(Engine):
             return out
         if budget is None:
             return [DEFAULT_STAGE_LENGTH] * n
-        fr = list(fractions)
-        if len(fr) < n:
-            fr = fr + [fr[-1] if fr else 0.2] * (n - len(fr))
+        budget = int(budget)
+        if fractions is None:
+            fractions = default_stage_fractions(budget, n)
+        fr = [float(f) for f in fractions]
+        if len(fr) != n or any(f < 0 for f in fr):
+            raise ValueError(
+                f"stage_fractions needs {n} non-negative entries, got {list(fractions)}"
+            )
         m = self.batch_size
-        return [max(m, int(round(float(budget) * f / m)) * m) for f in fr[:n]]
+        return [max(m, int(budget * f / m) * m) for f in fr]
 
     def _apply_schedule_start(self) -> None:
         """Restrict the starting space to ``schedule[0]`` options (top logits) if that is fewer."""
@@ -370,10 +409,10 @@ class ProgressiveShrinking(Engine):
         return self._propose_local(probs)
 
     def _propose_local(self, probs: np.ndarray) -> tuple[Arch, dict[str, Any]] | None:
-        """Pareto local search: an unseen one-edit neighbour (full space) of an archive member.
+        """Local search: an unseen one-edit neighbour of the most promising evaluated arch.
 
-        Parents are tried front first (random order), then dominated points by their distance to
-        the front, so the search widens only when the whole front's neighbourhood is evaluated.
+        Parents are tried in the order of :meth:`_local_scores` (feasible first, ties at
+        random); when every neighbour of every evaluated arch is seen, an unseen random arch.
         """
         n = len(self._points)
         if n:
@@ -389,6 +428,10 @@ class ProgressiveShrinking(Engine):
             arch = self._full_space.sample(self.rng)
             if arch not in self._seen:
                 return self._emit(arch, probs, "local")
+        if self._full_space.size <= ENUMERATE_LIMIT:
+            rest = [a for a in self._full_space if a not in self._seen]
+            if rest:
+                return self._emit(rest[int(self.rng.integers(len(rest)))], probs, "local")
         return None
 
     # ------------------------------------------------------------------ tell

@@ -10,7 +10,13 @@ import pytest
 
 from paretune.objectives.base import Objective, ObjectiveSet
 from paretune.search_algos import make_engine
-from paretune.search_algos.shrinking import ProgressiveShrinking, default_schedule
+from paretune.search_algos.base import Proposal, Record
+from paretune.search_algos.pareto import hypervolume
+from paretune.search_algos.shrinking import (
+    ProgressiveShrinking,
+    default_schedule,
+    default_stage_fractions,
+)
 from paretune.spaces.base import Decision, SearchSpace
 from paretune.spaces.nb201 import NB201Space
 
@@ -131,6 +137,8 @@ def test_shrink_ties_keep_the_lower_option_index():
 def test_default_schedule_and_budget_scaled_stage_lengths():
     assert default_schedule(5) == [5, 3, 2, 1]
     assert default_schedule(8) == [8, 4, 2, 1]
+    assert default_stage_fractions(1000, 3) == [0.5, 0.05, 0.05]
+    assert default_stage_fractions(300, 3)[0] == pytest.approx(0.15)
     eng = ProgressiveShrinking(NB201Space(), ACC_PARAMS, budget=1000)
     assert eng.schedule == [5, 3, 2, 1]
     assert len(eng.stage_lengths) == 3 and all(x % eng.batch_size == 0 for x in eng.stage_lengths)
@@ -247,6 +255,38 @@ def test_infeasible_results_rank_below_feasible():
     r = eng.rewards([{"arch": [i], "values": {}} for i in range(4)])
     assert max(r[2], r[3]) < min(r[0], r[1])
     assert r[2] > r[3]  # less violation, better
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_exclusive_hypervolume_contributions(m):
+    rng = np.random.default_rng(m)
+    pts = rng.random((40, m))
+    front = pts[[not any(np.all(q <= p) and np.any(q < p) for q in pts) for p in pts]]
+    lo, hi = front.min(axis=0), front.max(axis=0)
+    ref = hi + 0.1 * (hi - lo)
+    total = hypervolume(front, ref)
+    exact = np.array(
+        [total - hypervolume(np.delete(front, i, axis=0), ref) for i in range(len(front))]
+    )
+    eng = ProgressiveShrinking(toy_space(), ACC_PARAMS, seed=0, hv_samples=200_000)
+    got = eng._contributions(front)
+    if m == 2:
+        np.testing.assert_allclose(got, exact, atol=1e-12)
+    else:  # Monte Carlo: sample counts, proportional to the exact contributions
+        got = got / 200_000 * np.prod(ref - lo)
+        np.testing.assert_allclose(got, exact, atol=0.01 * total)
+
+
+@pytest.mark.parametrize("order", ["hv", "margin"])
+def test_local_search_parent_order(order):
+    eng = ProgressiveShrinking(toy_space(1, 8), ACC_PARAMS, seed=0, local_order=order)
+    # A lone high-accuracy extreme, two close low-cost points, one dominated point.
+    pts = [(50.0, 1.0), (51.0, 1.1), (90.0, 5.0), (49.0, 3.0)]
+    for i, (a, m) in enumerate(pts):
+        eng._add_point(Record(Proposal(i, (i,)), {"accuracy": a, "params": m}))
+    scores = eng._local_scores()
+    assert np.argmax(scores) == 2 and np.argmin(scores) == 3
+    assert scores[3] < 0 <= min(scores[:3])
 
 
 # ---------------------------------------------------------------------- async, state, seeds
