@@ -94,6 +94,7 @@ def main() -> None:
         server, url = start_server(workdir)
         try:
             ray.init(
+                address="local",  # a fresh local instance, never a cluster left running
                 num_cpus=args.in_flight,
                 include_dashboard=False,
                 logging_level="ERROR",

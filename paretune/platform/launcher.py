@@ -162,7 +162,7 @@ def make_searcher(prepared: Prepared) -> Any:
         ) from None
     except ValueError as exc:
         raise ConfigError(f"search.params = {params!r}: {exc}") from None
-    return ParetoSearcher(engine)
+    return ParetoSearcher(engine, max_trials=cfg.search.num_samples)
 
 
 def check_limits(
@@ -377,6 +377,31 @@ def trial_dirs(experiment_dir: Path, report: SearchReport) -> dict[str, Path]:
     return {r.trial_id: experiment_dir / TRIALS_DIR / r.trial_id for r in report.rows}
 
 
+def write_searcher_inspection(prepared: Prepared, experiment_dir: Path) -> list[Path]:
+    """Write the engine's inspection tables (e.g. the motif table) from its last saved state.
+
+    Files go to ``<experiment_dir>/searcher/`` as CSV and heat-map PNG; the parent run gets them
+    under ``searcher/``. Optuna searchers have none. A failure here is logged, never raised: the
+    search itself is done.
+    """
+    from paretune.platform import artifacts
+
+    if prepared.config.search.algorithm in OPTUNA_ALGORITHMS:
+        return []
+    try:
+        state = artifacts.searcher_state_from_dir(experiment_dir)
+        if state is None:
+            return []
+        searcher = make_searcher(prepared)
+        searcher.set_state(state)
+        return artifacts.write_inspection_tables(
+            searcher.engine.inspection_tables(), experiment_dir / artifacts.SEARCHER_ARTIFACTS
+        )
+    except Exception as exc:  # noqa: BLE001 - inspection files are extras
+        logger.warning("searcher inspection tables not written: %s", exc)
+        return []
+
+
 def finish_parent_run(
     config: ExperimentConfig,
     state: dict[str, Any],
@@ -410,6 +435,9 @@ def finish_parent_run(
             client.set_tag(trial_run, "status", "interrupted")
             client.set_terminated(trial_run, status="KILLED")
     try:  # extras: the parent run must still end
+        inspection = experiment_dir / artifacts.SEARCHER_ARTIFACTS if experiment_dir else None
+        if inspection is not None and inspection.is_dir():
+            client.log_artifacts(run_id, str(inspection), artifacts.SEARCHER_ARTIFACTS)
         pictures = config.mlflow.cell_pictures
         if pictures == "auto":
             pictures = "all" if config.evaluator.kind == "train" else "front"
@@ -449,6 +477,8 @@ def run(
     :class:`ConfigError`. If every trial fails, :class:`SearchFailed` is raised after the
     report and MLflow are written.
     """
+    from paretune.search_algos.ray_searcher import EVENTS_FILE, ParetoSearcher
+
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, overrides or [])
     elif overrides:
@@ -474,6 +504,8 @@ def run(
             exp_id, parent_id = open_parent_run(config, run_name, experiment_dir)
             state.update(mlflow_experiment_id=exp_id, parent_run_id=parent_id)
         _write_state(experiment_dir, state)
+        if isinstance(searcher, ParetoSearcher):  # replayed on resume (see its doc)
+            searcher.events_path = str(experiment_dir / EVENTS_FILE)
         tuner = _build_tuner(prepared, searcher, state, experiment_dir, verbose=verbose)
         grid = tuner.fit()
         return _finish(prepared, experiment_dir, state, grid)
@@ -544,7 +576,7 @@ def report(experiment_dir: str | os.PathLike) -> SearchReport:
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, _ = load_experiment(experiment_dir)
     prepared = prepare(config)
-    return _report_from_grid(prepared, _result_grid(experiment_dir))
+    return _report_from_grid(prepared, _result_grid(experiment_dir), experiment_dir)
 
 
 def load_experiment(experiment_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -669,22 +701,61 @@ def _build_tuner(
     )
 
 
-def _report_from_grid(prepared: Prepared, grid: Any) -> SearchReport:
+def _report_from_grid(
+    prepared: Prepared, grid: Any, experiment_dir: Path | None = None
+) -> SearchReport:
+    """The report of Ray's results, plus journal-only trials when ``experiment_dir`` is given.
+
+    A trial that finished after Ray's last snapshot of a driver that then died is unknown to
+    Ray after the resume, but its result is in the journal and the searcher was told (see
+    :class:`~paretune.search_algos.ray_searcher.ParetoSearcher`): it belongs in the report.
+    """
     from paretune.platform.trainable import arch_from_config
 
     space = prepared.space
+    results = list(grid)
+    if experiment_dir is not None:
+        results += journal_only_results(experiment_dir, results)
     rows = rows_from_results(
-        list(grid), prepared.objectives, lambda c: space.encode(arch_from_config(space, c))
+        results, prepared.objectives, lambda c: space.encode(arch_from_config(space, c))
     )
     return build_report(rows, prepared.objectives)
+
+
+def journal_only_results(experiment_dir: Path, results: list[Any]) -> list[Any]:
+    """Result-like records of the journal's trials that ``results`` (Ray's) does not hold."""
+    from types import SimpleNamespace
+
+    from paretune.platform.journal import JOURNAL_FILE, TrialJournal
+
+    known = {str((r.metrics or {}).get("trial_id") or Path(r.path).name) for r in results}
+    out = []
+    for trial_id, record in TrialJournal(experiment_dir / JOURNAL_FILE).load().items():
+        if trial_id in known:
+            continue
+        metrics = {k: _number(v) for k, v in record["result"].items()}
+        metrics["trial_id"] = trial_id
+        error = RuntimeError(record["error"]) if record["status"] == "failed" else None
+        out.append(
+            SimpleNamespace(metrics=metrics, config=record["config"], error=error, path=None)
+        )
+    return out
+
+
+def _number(value: Any) -> Any:
+    """Undo the journal's JSON-safe spelling of non-finite floats."""
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
 
 
 def _finish(
     prepared: Prepared, experiment_dir: Path, state: dict[str, Any], grid: Any
 ) -> RunResult:
     cfg = prepared.config
-    rep = _report_from_grid(prepared, grid)
+    rep = _report_from_grid(prepared, grid, experiment_dir)
     paths = rep.write(experiment_dir / "report")
+    write_searcher_inspection(prepared, experiment_dir)
     if cfg.mlflow.enabled:
         try:
             finish_parent_run(cfg, state, rep, paths, experiment_dir)

@@ -155,7 +155,7 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
         end = {"ok": "FINISHED", "failed": "FAILED"}.get(trial["status"], "KILLED")
         client.set_terminated(run_id, status=end)
 
-    rep = _report_from_grid(prepared, _result_grid(experiment_dir))
+    rep = _report_from_grid(prepared, _result_grid(experiment_dir), experiment_dir)
     paths = rep.write(experiment_dir / "report")
     finish_parent_run(config, sync_state, rep, paths, experiment_dir)
     return summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos.base import Engine, Proposal, Record
+from paretune.search_algos.base import Engine, InspectionTable, Proposal, Record
 from paretune.spaces.base import SearchSpace
 
 ENGINES: dict[str, type[Engine]] = {}
@@ -41,4 +41,13 @@ def engine_names() -> list[str]:
     return sorted(ENGINES)
 
 
-__all__ = ["ENGINES", "Engine", "Proposal", "Record", "engine_names", "make_engine", "register"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "InspectionTable",
+    "Proposal",
+    "Record",
+    "engine_names",
+    "make_engine",
+    "register",
+]

@@ -46,6 +46,22 @@ class Proposal:
 
 
 @dataclass(frozen=True)
+class InspectionTable:
+    """A table that explains an engine's search (e.g. PertNAS's motif table), for people.
+
+    The platform writes it as ``<name>.csv`` and, when ``heatmap`` is set, as ``<name>.png``: a
+    heat map with one row per distinct value of the ``heatmap[0]`` columns (joined with ``:``)
+    and one column per ``heatmap[1]`` column. Rows are plain dicts so engines need no pandas.
+    """
+
+    name: str
+    rows: list[dict[str, Any]]
+    heatmap: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    title: str = ""
+    columns: tuple[str, ...] = ()  # the CSV header when ``rows`` is empty
+
+
+@dataclass(frozen=True)
 class Record:
     """One finished evaluation: the proposal and its values (``None`` when it failed)."""
 
@@ -188,6 +204,10 @@ class Engine:
         self.history = [Record.from_dict(r) for r in state["history"]]
         self.space = self.space._with_allowed(state["space_allowed"])
         self._load_state(state["engine_state"])
+
+    def inspection_tables(self) -> list[InspectionTable]:
+        """Tables that explain this search, logged to the parent run at the end (default: none)."""
+        return []
 
     # ------------------------------------------------------------------ for subclasses
     def _propose(self) -> tuple[Arch, dict[str, Any]] | None:

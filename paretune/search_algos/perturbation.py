@@ -95,7 +95,7 @@ import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos import register
-from paretune.search_algos.base import Engine, Proposal, Record
+from paretune.search_algos.base import Engine, InspectionTable, Proposal, Record
 from paretune.search_algos.random_search import UnseenSampler
 from paretune.spaces.base import Arch, SearchSpace
 
@@ -1017,6 +1017,18 @@ class PerturbationEvolution(Engine):
                 ]
 
     # ------------------------------------------------------------------ inspection
+    def inspection_tables(self) -> list[InspectionTable]:
+        """The motif table, as CSV and as a heat map of the effect per objective."""
+        effects = tuple(f"effect_{n}" for n in self.objectives.names) + ("score",)
+        return [
+            InspectionTable(
+                "motif_table",
+                self.motif_table(),
+                heatmap=(("decision", "option"), effects),
+                title="PertNAS motif table: fitted effect per objective (negative helps)",
+            )
+        ]
+
     def motif_table(self) -> list[dict[str, Any]]:
         """One row per (decision, option) of the full space, for CSV files and heat maps.
 

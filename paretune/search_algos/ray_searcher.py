@@ -14,7 +14,9 @@ its trial configs hold one key per decision instead of ``arch``.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +28,9 @@ from paretune.search_algos.base import Engine, Proposal
 from paretune.spaces.base import SearchSpace
 
 STATE_FORMAT = "paretune-searcher/1"
+EVENTS_FILE = "paretune-searcher-events.jsonl"
+
+logger = logging.getLogger(__name__)
 
 
 class ParetoSearcher(Searcher):
@@ -33,15 +38,44 @@ class ParetoSearcher(Searcher):
 
     Args:
         engine: the engine; its objectives define the metrics and modes Ray sees.
+        max_trials: hand out at most this many distinct proposals, then tell Ray the search is
+            finished (the launcher sets ``search.num_samples``; after a resume it also counts
+            trials Ray's snapshot missed).
+        events_path: an append-only JSON-lines log of every ask and tell (see
+            :meth:`restore_from_dir`); ``None`` keeps none.
+
+    Ray saves the searcher with the experiment every few seconds; a driver killed in between
+    would forget the proposals made and results told since. The event log closes that window:
+    on restore, the events after the snapshot are replayed into the engine (asks are checked to
+    give the same proposal id and architecture, the engine being seeded and deterministic), so
+    the engine's state is the one at the kill. Proposals handed out after the snapshot whose
+    trials Ray does not know and that did not finish are handed out again under new trial ids;
+    those that finished are kept (their results are in the journal) and count toward
+    ``max_trials``.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_trials: int | None = None,
+        events_path: str | os.PathLike | None = None,
+    ) -> None:
         objectives = engine.objectives
         super().__init__(metric=objectives.names, mode=objectives.modes)
         self.engine = engine
+        self.max_trials = max_trials
+        self.events_path = None if events_path is None else str(events_path)
+        self._reset_bookkeeping()
+
+    def _reset_bookkeeping(self) -> None:
         self._live: dict[str, Proposal] = {}
         # proposal id -> trained weights of that trial (results that carry ``weights_path``)
         self._weights: dict[int, str] = {}
+        # proposal id -> Ray trial id, so that a child's run names its parent trial
+        self._trial_of: dict[int, str] = {}
+        self._handed_out = 0  # distinct proposals given to Ray
+        self._requeue: list[Proposal] = []  # proposals to hand out again (lost with a driver)
+        self._events = 0  # events in the log, as of this state
 
     # ------------------------------------------------------------------ Ray callbacks
     def set_search_properties(
@@ -53,15 +87,24 @@ class ParetoSearcher(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        proposal = self.engine.ask()
-        if proposal is None:
-            # Nothing in flight and nothing to propose: the engine can never propose again.
-            if not self.engine.pending:
+        if self._requeue:
+            proposal = self._requeue.pop(0)
+        else:
+            if self.max_trials is not None and self._handed_out >= self.max_trials:
                 return Searcher.FINISHED
-            return None
-        self._live[trial_id] = proposal
+            proposal = self.engine.ask()
+            if proposal is None:
+                # Nothing in flight and nothing to propose: the engine can never propose again.
+                if not self.engine.pending:
+                    return Searcher.FINISHED
+                return None
+            self._handed_out += 1
+        self._bind(trial_id, proposal)
+        self._log({"e": "ask", "trial": trial_id, "id": proposal.id, "arch": list(proposal.arch)})
         meta = dict(proposal.meta)
         parent = meta.get("parent")
+        if parent is not None and int(parent) in self._trial_of:
+            meta["parent_trial"] = self._trial_of[int(parent)]
         if parent is not None and int(parent) in self._weights:
             # Weight inheritance: the child starts from its parent's trained weights.
             meta["parent_checkpoint"] = self._weights[int(parent)]
@@ -70,28 +113,132 @@ class ParetoSearcher(Searcher):
             "proposal": {"id": proposal.id, "meta": meta},
         }
 
+    def _bind(self, trial_id: str, proposal: Proposal) -> None:
+        self._live[trial_id] = proposal
+        self._trial_of[proposal.id] = trial_id
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Intermediate results are not used by the engines (the final one is)."""
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        proposal = self._live.pop(trial_id, None)
-        if proposal is None:
+        if trial_id not in self._live:
             return
         if error or result is None:
             reason = "trial errored" if error else "trial ended without a result"
-            self.engine.tell_failure(proposal, reason)
+            self._complete(trial_id, None, reason)
             return
         values = {name: result.get(name) for name in self.engine.objectives.names}
         if not self.engine.objectives.is_valid(values):
-            self.engine.tell_failure(
-                proposal, f"missing or non-finite objective values: {_show(values)}"
+            self._complete(
+                trial_id, None, f"missing or non-finite objective values: {_show(values)}"
             )
             return
-        if isinstance(result.get("weights_path"), str):
-            self._weights[proposal.id] = result["weights_path"]
-        self.engine.tell(proposal, values)
+        weights = result.get("weights_path")
+        self._complete(trial_id, values, None, weights if isinstance(weights, str) else None)
+
+    def _complete(
+        self,
+        trial_id: str,
+        values: Mapping[str, Any] | None,
+        error: str | None,
+        weights_path: str | None = None,
+        *,
+        log: bool = True,
+    ) -> None:
+        proposal = self._live.pop(trial_id)
+        if log:
+            self._log(
+                {
+                    "e": "tell",
+                    "trial": trial_id,
+                    "id": proposal.id,
+                    "values": values,
+                    "error": error,
+                    "weights": weights_path,
+                }
+            )
+        if values is None:
+            self.engine.tell_failure(proposal, error or "failed")
+            return
+        if weights_path is not None:
+            self._weights[proposal.id] = weights_path
+        self.engine.tell(proposal, dict(values))
+
+    # ------------------------------------------------------------------ event log
+    def _log(self, event: dict[str, Any]) -> None:
+        if self.events_path is None:
+            return
+        with open(self.events_path, "a") as f:
+            f.write(json.dumps(event) + "\n")
+        self._events += 1
+
+    def _read_events(self) -> list[dict[str, Any]]:
+        if self.events_path is None or not os.path.isfile(self.events_path):
+            return []
+        events = []
+        with open(self.events_path) as f:
+            for line in f:
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:  # a torn last line (killed mid-write)
+                    break
+        return events
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Ray's restore, then the events logged after that snapshot (see the class doc)."""
+        super().restore_from_dir(checkpoint_dir)
+        known = set(self._live)  # trials in Ray's snapshot
+        events = self._read_events()
+        snapshot = self._events
+        self._events = snapshot + self._replay(events[snapshot:])
+        if self._events < len(events):  # diverged: keep the log consistent with this state
+            with open(self.events_path, "w") as f:  # type: ignore[arg-type]
+                f.writelines(json.dumps(e) + "\n" for e in events[: self._events])
+        # Handed out after the snapshot, unknown to Ray and unfinished: hand out again.
+        for trial_id in [t for t in self._live if t not in known]:
+            self._requeue.append(self._live.pop(trial_id))
+        self._requeue.sort(key=lambda p: p.id)
+
+    def _take_handed_out(self, proposal_id: int) -> Proposal | None:
+        """A proposal handed out before (queued again, or bound to a lost trial), unbound."""
+        for p in self._requeue:
+            if p.id == proposal_id:
+                self._requeue.remove(p)
+                return p
+        for trial_id, p in self._live.items():
+            if p.id == proposal_id:
+                return self._live.pop(trial_id)
+        return None
+
+    def _replay(self, events: list[dict[str, Any]]) -> int:
+        """Apply logged events to the engine; returns how many were applied."""
+        for n, event in enumerate(events):
+            if event["e"] == "ask":
+                proposal = self._take_handed_out(event["id"])
+                if proposal is None:
+                    proposal = self.engine.ask()
+                    if proposal is None:
+                        logger.warning("searcher event log: the engine stops at event %d", n)
+                        return n
+                    self._handed_out += 1
+                    if proposal.id != event["id"] or list(proposal.arch) != event["arch"]:
+                        logger.warning(
+                            "searcher event log diverges from the engine at event %d "
+                            "(proposal %s, logged %s); continuing from there",
+                            n,
+                            proposal.id,
+                            event["id"],
+                        )
+                        self._requeue.append(proposal)
+                        return n
+                self._bind(event["trial"], proposal)
+            elif event["trial"] in self._live:
+                self._complete(
+                    event["trial"], event["values"], event["error"], event["weights"], log=False
+                )
+        return len(events)
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
@@ -100,6 +247,10 @@ class ParetoSearcher(Searcher):
             "engine": self.engine.state_dict(),
             "live": {tid: p.to_dict() for tid, p in self._live.items()},
             "weights": {str(k): v for k, v in self._weights.items()},
+            "trials": {str(k): v for k, v in self._trial_of.items()},
+            "handed_out": self._handed_out,
+            "requeue": [p.to_dict() for p in self._requeue],
+            "events": self._events,
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -108,6 +259,10 @@ class ParetoSearcher(Searcher):
         self.engine.load_state_dict(state["engine"])
         self._live = {tid: Proposal.from_dict(p) for tid, p in state["live"].items()}
         self._weights = {int(k): v for k, v in state.get("weights", {}).items()}
+        self._trial_of = {int(k): v for k, v in state.get("trials", {}).items()}
+        self._handed_out = int(state.get("handed_out", len(self._trial_of)))
+        self._requeue = [Proposal.from_dict(p) for p in state.get("requeue", [])]
+        self._events = int(state.get("events", 0))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:
@@ -126,6 +281,8 @@ class ParetoSearcher(Searcher):
             "state": json.dumps(self.get_state()),
             "metric": self._metric,
             "mode": self._mode,
+            "max_trials": self.max_trials,
+            "events_path": self.events_path,
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
@@ -133,8 +290,9 @@ class ParetoSearcher(Searcher):
         engine = data["engine_cls"](*args, **kwargs)
         Searcher.__init__(self, metric=data["metric"], mode=data["mode"])
         self.engine = engine
-        self._live = {}
-        self._weights = {}
+        self.max_trials = data.get("max_trials")
+        self.events_path = data.get("events_path")
+        self._reset_bookkeeping()
         self.set_state(json.loads(data["state"]))
 
     @property

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos.base import STATE_VERSION, Engine, Proposal, Record
+from paretune.search_algos.base import STATE_VERSION, Engine, InspectionTable, Proposal, Record
 from paretune.spaces.base import Arch, SearchSpace
 
 SCREEN_PREFIX = "screened:"
@@ -153,6 +153,9 @@ class ScreenedEngine(Engine):
 
     def archive(self) -> list[Record]:
         return self.inner.archive()
+
+    def inspection_tables(self) -> list[InspectionTable]:
+        return self.inner.inspection_tables()
 
     def __getattr__(self, name: str) -> Any:
         # Anything else an engine offers (e.g. an engine-specific property) is the inner one's.

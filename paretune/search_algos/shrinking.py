@@ -64,7 +64,7 @@ import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos import register
-from paretune.search_algos.base import Engine, Proposal, Record
+from paretune.search_algos.base import Engine, InspectionTable, Proposal, Record
 from paretune.spaces.base import Arch, SearchSpace
 
 REWARDS = ("product", "pareto")
@@ -648,6 +648,7 @@ class ProgressiveShrinking(Engine):
                 "results": self.stage_results,
                 "generation": self.generation,
                 "dropped": dropped,
+                "probabilities": self.probabilities(),
             }
         )
         self.space = self.space.restrict(kept)
@@ -659,6 +660,60 @@ class ProgressiveShrinking(Engine):
             self.logits = np.where(mask, 0.0, self.logits)
             self._m = np.where(mask, 0.0, self._m)
             self._v = np.where(mask, 0.0, self._v)
+
+    # ------------------------------------------------------------------ inspection
+    def stage_probabilities(self) -> list[dict[str, Any]]:
+        """Per (decision, option): its sampling probability at the end of every stage.
+
+        Columns ``decision``, ``option``, ``stage_<s>`` for each finished stage (just before its
+        shrink) and ``stage_<current>`` for the current one (the probabilities now).
+        """
+        snapshots = [(h["stage"], h.get("probabilities")) for h in self.shrink_history]
+        snapshots.append((self.stage, self.probabilities()))
+        return [
+            {
+                "decision": d.name,
+                "option": opt,
+                **{
+                    f"stage_{stage}": float("nan") if probs is None else probs[d.name][opt]
+                    for stage, probs in snapshots
+                },
+            }
+            for d in self.space.decisions
+            for opt in d.options
+        ]
+
+    def shrink_table(self) -> list[dict[str, Any]]:
+        """One row per shrink: stage, results in it, REINFORCE steps so far, what was dropped."""
+        return [
+            {
+                "stage": h["stage"],
+                "results": h["results"],
+                "reinforce_steps": h["generation"],
+                "decision": name,
+                "dropped": " ".join(options),
+            }
+            for h in self.shrink_history
+            for name, options in h["dropped"].items()
+        ]
+
+    def inspection_tables(self) -> list[InspectionTable]:
+        """Option probabilities per stage (CSV and heat map) and the shrink history (CSV)."""
+        probs = self.stage_probabilities()
+        stages = tuple(k for k in (probs[0] if probs else {}) if k.startswith("stage_"))
+        return [
+            InspectionTable(
+                "stage_probabilities",
+                probs,
+                heatmap=(("decision", "option"), stages),
+                title="TND: sampling probability of each option at the end of each stage",
+            ),
+            InspectionTable(
+                "shrink_history",
+                self.shrink_table(),
+                columns=("stage", "results", "reinforce_steps", "decision", "dropped"),
+            ),
+        ]
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:

@@ -306,3 +306,32 @@ def test_front_models_are_logged_registered_and_loadable(search):
             served = mlflow.pyfunc.load_model(m.model_uri).predict(x[:3].numpy())
             assert np.asarray(served).shape == (3, 10)
             assert np.all(np.isfinite(served)) and not math.isnan(float(np.sum(served)))
+
+
+def test_inspection_tables_are_written_as_csv_and_heat_maps(tmp_path):
+    import pandas as pd
+
+    from paretune.search_algos.base import InspectionTable
+
+    rows = [
+        {"decision": "e0_1", "option": "none", "effect_accuracy": 0.4, "score": -0.4},
+        {"decision": "e0_1", "option": "conv", "effect_accuracy": -0.4, "score": 0.4},
+        {"decision": "e0_2", "option": "none", "effect_accuracy": math.nan, "score": math.nan},
+    ]
+    tables = [
+        InspectionTable("motifs", rows, heatmap=(("decision", "option"), ("effect_accuracy",))),
+        InspectionTable("history", [], columns=("stage", "dropped")),
+    ]
+    files = artifacts.write_inspection_tables(tables, tmp_path / "searcher")
+    assert sorted(f.name for f in files) == ["history.csv", "motifs.csv", "motifs.png"]
+    back = pd.read_csv(tmp_path / "searcher" / "motifs.csv")
+    assert back["effect_accuracy"].iloc[:2].tolist() == [0.4, -0.4]
+    assert math.isnan(back["effect_accuracy"].iloc[2])
+    assert list(pd.read_csv(tmp_path / "searcher" / "history.csv").columns) == ["stage", "dropped"]
+    image = imread(tmp_path / "searcher" / "motifs.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    # One row label per (decision, option), in order; NaN shown as "-".
+    fig = artifacts.inspection_heatmap(tables[0])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["e0_1:none", "e0_1:conv", "e0_2:none"]
+    assert "-" in [t.get_text() for t in ax.texts]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -35,7 +36,21 @@ def nested_runs(client: MlflowClient, exp_id: str, parent_id: str) -> list:
     )
 
 
-@pytest.mark.parametrize("algorithm", ["tnd", "nsga2"])
+# The parent run's searcher/ artifacts of each engine: (file, a column the CSV must have).
+INSPECTION_FILES = {
+    "tnd": [("stage_probabilities.csv", "stage_0"), ("shrink_history.csv", "dropped")],
+    "pertnas": [("motif_table.csv", "effect_accuracy")],
+    "nsga2": [],
+}
+# Proposal metadata each engine's nested runs carry as meta.* tags.
+META_TAGS = {
+    "tnd": {"meta.stage", "meta.probability"},
+    "pertnas": {"meta.phase", "meta.generation"},
+    "nsga2": set(),
+}
+
+
+@pytest.mark.parametrize("algorithm", ["tnd", "pertnas", "nsga2"])
 def test_tabular_search_is_tracked_in_mlflow(
     ray_session, nb201_path, mlflow_uri, tmp_path, algorithm
 ):
@@ -71,6 +86,25 @@ def test_tabular_search_is_tracked_in_mlflow(
         assert set(c.data.params) == {"e0_1", "e0_2", "e1_2", "e0_3", "e1_3", "e2_3"}
     on_front = [c for c in children if c.data.tags.get("pareto") == "front"]
     assert len(on_front) == len(rep.front)
+    for c in children:
+        assert META_TAGS[algorithm] <= set(c.data.tags)
+    if algorithm == "pertnas":  # children of a perturbation name their parent trial's run
+        trial_ids = {c.data.tags["trial_id"] for c in children}
+        with_parent = [c for c in children if "meta.parent" in c.data.tags]
+        assert with_parent
+        for c in with_parent:  # a perturbation: parent trial, edited decision, old/new option
+            assert c.data.tags["meta.parent_trial"] in trial_ids
+            assert {"meta.decision", "meta.old_option", "meta.new_option"} <= set(c.data.tags)
+
+    # The engine's inspection tables: on disk and on the parent run, CSV and heat map.
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id, "searcher")}
+    for name, column in INSPECTION_FILES[algorithm]:
+        frame = pd.read_csv(result.experiment_dir / "searcher" / name)
+        assert column in frame.columns and len(frame) > 0
+        assert f"searcher/{name}" in logged
+    heatmaps = [n for n, _ in INSPECTION_FILES[algorithm] if n != "shrink_history.csv"]
+    for name in heatmaps:
+        assert f"searcher/{name[:-4]}.png" in logged
 
     # The report rebuilt from the directory agrees with the one at the end of the run.
     again = report(result.experiment_dir)

@@ -177,3 +177,65 @@ def test_children_get_their_parents_weights_to_inherit():
     assert child["proposal"]["meta"]["parent_checkpoint"] == f"/shared/trials/t_{parent}/weights.pt"
     clone = pickle.loads(pickle.dumps(searcher))  # the map survives save/restore
     assert clone._weights == searcher._weights
+
+
+@pytest.mark.parametrize("name", engine_names())
+def test_event_log_restores_what_the_snapshot_missed(name, tmp_path):
+    """A driver dies after Ray's snapshot: the event log brings the engine to the kill."""
+    space = NB201Space()
+    events = tmp_path / "events.jsonl"
+
+    def searcher(seed: int) -> ParetoSearcher:
+        engine = make_engine(name, space, OBJECTIVES, seed=seed)
+        return ParetoSearcher(engine, max_trials=30, events_path=events)
+
+    def finish(s: ParetoSearcher, tid: str, config: dict) -> None:
+        s.on_trial_complete(tid, synthetic_values(arch_from_config(space, config)))
+
+    original = searcher(seed=1)
+    drive(original, 10)
+    in_flight = {f"a_{k}": original.suggest(f"a_{k}") for k in range(2)}  # Ray knows these
+    original.save_to_dir(str(tmp_path), "snap")  # Ray's snapshot
+    orphans = {f"b_{k}": original.suggest(f"b_{k}") for k in range(4)}  # Ray never saw these
+    finish(original, "b_0", orphans["b_0"])
+    finish(original, "a_0", in_flight["a_0"])
+    original.on_trial_complete("b_1", None, error=True)
+    # killed here: b_2 and b_3 were running
+
+    restored = searcher(seed=99)  # the state must win over the seed
+    restored.restore_from_dir(str(tmp_path))
+    assert restored.engine.state_dict()["history"] == original.engine.state_dict()["history"]
+    assert set(restored.live_trials) == {"a_1"}  # Ray re-runs it under its own id
+    # The unfinished orphans are handed out again, first, under new trial ids.
+    again = [restored.suggest(f"c_{k}") for k in range(2)]
+    assert [c["proposal"]["id"] for c in again] == [
+        orphans[t]["proposal"]["id"] for t in ("b_2", "b_3")
+    ]
+    assert [c["arch"] for c in again] == [orphans[t]["arch"] for t in ("b_2", "b_3")]
+    # Distinct proposals never exceed max_trials: 10 + 2 + 4 handed out, 14 more to go.
+    finish(restored, "a_1", in_flight["a_1"])
+    for tid, config in zip(("c_0", "c_1"), again, strict=True):
+        finish(restored, tid, config)
+    assert len(drive(restored, 100, start=100)) == 14
+    assert restored.suggest("z") == Searcher.FINISHED
+    ids = [r.proposal.id for r in restored.engine.history]
+    assert len(ids) == len(set(ids)) == 30
+
+
+def test_event_log_that_diverges_is_cut_where_it_diverges(tmp_path):
+    space = NB201Space()
+    events = tmp_path / "events.jsonl"
+    original = ParetoSearcher(make_engine("random", space, OBJECTIVES, seed=1), 30, events)
+    drive(original, 3)
+    original.save_to_dir(str(tmp_path), "snap")
+    drive(original, 3, start=3)
+    lines = events.read_text().splitlines()
+    # Another engine (different seed in the snapshot) cannot reproduce the logged asks.
+    other = ParetoSearcher(make_engine("random", space, OBJECTIVES, seed=2), 30, events)
+    drive(other, 3)
+    other.save_to_dir(str(tmp_path), "snap")
+    events.write_text("\n".join(lines) + "\n")
+    restored = ParetoSearcher(make_engine("random", space, OBJECTIVES, seed=3), 30, events)
+    restored.restore_from_dir(str(tmp_path))
+    assert len(restored.engine.history) == 3
+    assert len(events.read_text().splitlines()) == 6  # the snapshot's own events only

@@ -127,6 +127,34 @@ def test_shrink_drops_exactly_the_lowest_probability_options():
     assert all(len(k) == 2 for k in kept2)
 
 
+def test_inspection_tables_show_probabilities_per_stage_and_what_was_dropped():
+    space = NB201Space()
+    eng = ProgressiveShrinking(space, ACC, seed=0, stage_lengths=[10, 10, 10], batch_size=1000)
+    eng.logits = np.random.default_rng(5).normal(size=eng.logits.shape)
+    before = eng.probabilities()
+    run(eng, 20)  # two shrinks: 5 -> 3 -> 2 options
+    tables = {t.name: t for t in eng.inspection_tables()}
+    probs = tables["stage_probabilities"]
+    assert probs.heatmap == (("decision", "option"), ("stage_0", "stage_1", "stage_2"))
+    assert len(probs.rows) == 6 * 5
+    by_key = {(r["decision"], r["option"]): r for r in probs.rows}
+    for d in space.decisions:
+        for stage in ("stage_0", "stage_1", "stage_2"):
+            assert sum(by_key[(d.name, o)][stage] for o in d.options) == pytest.approx(1.0)
+        for o in d.options:  # stage 0 ended before any REINFORCE step: the initial policy
+            assert by_key[(d.name, o)]["stage_0"] == pytest.approx(before[d.name][o])
+        live = [o for o in d.options if by_key[(d.name, o)]["stage_2"] > 0]
+        assert len(live) == 2
+    shrinks = tables["shrink_history"].rows
+    assert len(shrinks) == 2 * 6
+    for row in shrinks:
+        dropped = row["dropped"].split()
+        assert len(dropped) == (2 if row["stage"] == 0 else 1)
+        assert all(by_key[(row["decision"], o)]["stage_2"] == 0 for o in dropped)
+    fresh = ProgressiveShrinking(space, ACC, seed=0)
+    assert fresh.inspection_tables()[1].rows == []  # no shrink yet: an empty history
+
+
 def test_shrink_ties_keep_the_lower_option_index():
     eng = ProgressiveShrinking(NB201Space(), ACC, seed=0, stage_lengths=[1, 1, 1], init_std=0.0)
     eng.logits[:] = 0.0
