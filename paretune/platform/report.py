@@ -7,6 +7,7 @@ Works from a finished ``ResultGrid`` or from an experiment directory on disk, so
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,8 @@ import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.pareto import constrained_front_indices, hypervolume
+
+ORIGIN_KEY = "origin"  # the extras key (a column of the CSV files) naming a merged row's search
 
 
 @dataclass
@@ -32,6 +35,7 @@ class TrialRow:
     error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     path: str | None = None  # the trial's directory (Ray's ``Result.path``), when known
+    origin: str | None = None  # the search it came from, in a merged report (merge_reports)
 
 
 def trial_number(trial_id: str, trial_path: str | None = None) -> int:
@@ -371,5 +375,174 @@ def plot_hypervolume(report: SearchReport, path: Path) -> None:
     final = f"final {hv[-1]:.6g}; " if hv else ""
     ax.set_title(f"{final}reference: {report.reference_source}", fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# ---------------------------------------------------------------------- merged searches
+def merge_reports(
+    reports: Sequence[SearchReport], labels: Sequence[str] | None = None
+) -> SearchReport:
+    """One report over the trials of several searches of the same objectives.
+
+    This is how a sweep of reward settings (one search per setting) gives one front: the front
+    is the (constrained) non-dominated set of the union of all trials, the reference point is
+    the configured one or else derived from the union, and the hypervolume history runs over
+    the searches one after the other, in the order given.
+
+    Every row keeps its origin: ``labels[i]`` (default ``"0"``, ``"1"``, ...) is written to
+    ``TrialRow.origin`` and to ``extras["origin"]`` (so ``trials.csv`` and
+    ``pareto_front.csv`` get an ``origin`` column). Trial ids are kept as they are unless two
+    searches share one; then every id becomes ``"<origin>/<trial id>"``, since the report tells
+    front members by id. The rows are copies: the given reports are not changed.
+
+    Raises ``ValueError`` for no reports, a wrong number of labels, repeated labels or
+    different objectives (names, directions, limits or reference).
+    """
+    reports = list(reports)
+    if not reports:
+        raise ValueError("merge_reports: no reports to merge")
+    labels = [str(i) for i in range(len(reports))] if labels is None else [str(x) for x in labels]
+    if len(labels) != len(reports):
+        raise ValueError(f"merge_reports: {len(labels)} labels for {len(reports)} reports")
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise ValueError(f"merge_reports: labels repeat: {repeated}")
+    objectives = reports[0].objectives
+    for label, rep in zip(labels, reports, strict=True):
+        if rep.objectives != objectives:
+            raise ValueError(
+                f"merge_reports: report {label!r} has objectives {_describe(rep.objectives)}, "
+                f"the first has {_describe(objectives)}"
+            )
+    ids = [r.trial_id for rep in reports for r in rep.rows]
+    prefix = len(set(ids)) != len(ids)
+    rows = [
+        dataclasses.replace(
+            r,
+            trial_id=f"{label}/{r.trial_id}" if prefix else r.trial_id,
+            values=dict(r.values),
+            extras={**r.extras, ORIGIN_KEY: label},
+            origin=label,
+        )
+        for label, rep in zip(labels, reports, strict=True)
+        for r in rep.rows
+    ]
+    return build_report(rows, objectives)
+
+
+def _describe(objectives: ObjectiveSet) -> str:
+    parts = [
+        f"{o.name} ({o.direction}{'' if o.limit is None else f', limit {o.limit:g}'})"
+        for o in objectives
+    ]
+    ref = "" if objectives.reference is None else f", reference {dict(objectives.reference)}"
+    return "[" + ", ".join(parts) + "]" + ref
+
+
+@dataclass
+class OriginSummary:
+    """One search of a merged report: its trials, its own front and what it gives the union."""
+
+    origin: str
+    trials: int
+    failed: int
+    front: int  # size of its own (constrained) Pareto front
+    hypervolume: float  # of its feasible trials, against the merged report's reference point
+    on_merged_front: int  # members of the merged front that came from it
+
+
+def summarize_origins(report: SearchReport) -> list[OriginSummary]:
+    """Per origin of a merged report (first appearance order): trials, front, hypervolume.
+
+    The hypervolumes all use the merged report's reference point, so they compare with each
+    other and with ``report.hypervolume`` (the searches' own reports each derive their own
+    reference from their own trials when none is configured, and do not compare).
+    """
+    objectives = report.objectives
+    origins = list(dict.fromkeys(r.origin for r in report.rows if r.origin is not None))
+    merged_front = [r.origin for r in report.front]
+    out = []
+    for origin in origins:
+        rows = [r for r in report.rows if r.origin == origin]
+        ok = [r for r in rows if r.ok]
+        points = objectives.matrix(r.values for r in ok)
+        violations = np.array([objectives.violation(r.values) for r in ok])
+        own_front = constrained_front_indices(points, violations) if ok else []
+        hv = 0.0
+        if report.reference is not None and ok:
+            feasible = points[violations <= 0]
+            hv = hypervolume(feasible, report.reference) if len(feasible) else 0.0
+        out.append(
+            OriginSummary(
+                origin=origin,
+                trials=len(rows),
+                failed=len(rows) - len(ok),
+                front=len(own_front),
+                hypervolume=hv,
+                on_merged_front=merged_front.count(origin),
+            )
+        )
+    return out
+
+
+def plot_origins(report: SearchReport, path: Path) -> None:
+    """A merged report's trials coloured by origin, every pair of objectives.
+
+    Dominated trials are small faded dots in their origin's colour; members of the merged front
+    are large dots in their origin's colour with a black edge, so the plot shows which search
+    contributed which part of the front.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    objs = report.objectives.objectives
+    pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))] or [(0, 0)]
+    cols = min(3, len(pairs))
+    rows_n = math.ceil(len(pairs) / cols)
+    fig = Figure(figsize=(4.6 * cols, 4.0 * rows_n + 0.5), dpi=90)
+    axes = fig.subplots(rows_n, cols, squeeze=False)
+    ok = [r for r in report.rows if r.ok]
+    origins = list(dict.fromkeys(str(r.origin) for r in report.rows))
+    cmap = colormaps["tab10"]
+    front_ids = {r.trial_id for r in report.front}
+    for ax, (i, j) in zip(axes.flat, pairs, strict=False):
+        xo, yo = objs[i], objs[j]
+        for k, origin in enumerate(origins):
+            mine = [r for r in ok if str(r.origin) == origin]
+            dom = [r for r in mine if r.trial_id not in front_ids]
+            top = [r for r in mine if r.trial_id in front_ids]
+            colour = cmap(k % 10)
+            ax.scatter(
+                [r.values[xo.name] for r in dom],
+                [r.values[yo.name] for r in dom],
+                s=12,
+                color=colour,
+                alpha=0.3,
+                linewidths=0,
+            )
+            ax.scatter(
+                [r.values[xo.name] for r in top],
+                [r.values[yo.name] for r in top],
+                s=40,
+                color=colour,
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,
+                label=f"{origin}: {len(top)} on front / {len(mine)}",
+            )
+        if xo.limit is not None:
+            ax.axvline(xo.limit, color="tab:purple", ls=":", lw=1)
+        if yo.limit is not None and (i, j) != (0, 0):
+            ax.axhline(yo.limit, color="tab:purple", ls=":", lw=1)
+        ax.set_xlabel(_label(xo))
+        ax.set_ylabel(_label(yo))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(
+        f"{len(ok)} trials of {len(origins)} searches, {len(report.front)} on the merged front"
+    )
     fig.tight_layout()
     fig.savefig(path)
