@@ -222,6 +222,8 @@ def ensure_ray(config: ExperimentConfig) -> bool:
 
     # Intermediate (per-epoch) results carry only some objectives; Ray must not reject them.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # With a tracking server MLflow prints a "View run" line per ended run: thousands of trials.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if ray.is_initialized():
         return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS") or None

@@ -219,7 +219,7 @@ def _experiment_dir(tmp_path: Path) -> Path | None:
     return Path(dirs[0]) if dirs else None
 
 
-@pytest.mark.parametrize("algorithm", ["regularized_evolution", "pertnas"])
+@pytest.mark.parametrize("algorithm", ["random", "regularized_evolution", "pertnas", "tnd"])
 def test_resume_after_the_driver_is_killed(
     ray_cluster, nb201_path, mlflow_uri, tmp_path, algorithm
 ):
