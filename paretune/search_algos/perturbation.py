@@ -1036,7 +1036,8 @@ class PerturbationEvolution(Engine):
         ``failures`` (failed perturbations to it), ``effect_<objective>`` (the fitted effect in
         running scales of that objective, minimisation units, relative to the decision's average
         observed option: negative helps; NaN when never observed), ``score`` (minus the mean
-        effect minus the failure rate: higher is better), ``motif`` (observed and its effect
+        effect minus the failure rate: higher is better; minus the failure rate for an option
+        that only ever failed), ``motif`` (observed and its effect
         vector is not dominated within the decision) and ``kept`` (still in the engine's space).
         """
         model = self._model()
@@ -1062,9 +1063,12 @@ class PerturbationEvolution(Engine):
                 }
                 for j, n in enumerate(names):
                     row[f"effect_{n}"] = float(eff[j]) if seen else float("nan")
-                row["score"] = (
-                    float(-eff.mean() - model["fail_rate"][k, o]) if seen else float("nan")
-                )
+                if seen:
+                    row["score"] = float(-eff.mean() - model["fail_rate"][k, o])
+                elif fails[k, o] > 0:  # only ever failed: the worst score, not a blank
+                    row["score"] = float(-model["fail_rate"][k, o])
+                else:
+                    row["score"] = float("nan")
                 row["motif"] = bool(seen and not dominated)
                 row["kept"] = bool(o in self.space.allowed[k])
                 rows.append(row)
