@@ -550,12 +550,34 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
             resume_errored=False,
         )
         grid = tuner.fit()
+        if config.mlflow.enabled:
+            _sync_lost_trial_runs(prepared, state, experiment_dir)
         return _finish(prepared, experiment_dir, state, grid)
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def _sync_lost_trial_runs(prepared: Prepared, state: dict[str, Any], experiment_dir: Path) -> None:
+    """Give MLflow runs to trials whose writes died with the previous driver (journal only)."""
+    from mlflow.tracking import MlflowClient
+
+    from paretune.platform.sync import SyncSummary, sync_trial_runs
+
+    uri = prepared.config.mlflow.tracking_uri
+    try:
+        sync_trial_runs(
+            MlflowClient(uri),
+            prepared,
+            state["mlflow_experiment_id"],
+            state["parent_run_id"],
+            experiment_dir,
+            SyncSummary(uri, state["parent_run_id"]),
+        )
+    except Exception as exc:  # noqa: BLE001 - `paretune sync-mlflow` can do it later
+        logger.warning("MLflow runs of earlier trials not checked (%s); run sync-mlflow", exc)
 
 
 def finished_since_snapshot(experiment_dir: Path) -> dict[str, dict[str, Any]]:

@@ -93,7 +93,6 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
         open_parent_run,
         prepare,
     )
-    from paretune.platform.trainable import arch_from_config
 
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, state = load_experiment(experiment_dir)
@@ -120,8 +119,32 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
     sync_state = dict(state, mlflow_experiment_id=exp_id, parent_run_id=parent_id)
 
     prepared = prepare(config)
-    space = prepared.space
     summary = SyncSummary(uri, parent_id)
+    sync_trial_runs(client, prepared, exp_id, parent_id, experiment_dir, summary)
+
+    rep = _report_from_grid(prepared, _result_grid(experiment_dir), experiment_dir)
+    paths = rep.write(experiment_dir / "report")
+    finish_parent_run(config, sync_state, rep, paths, experiment_dir)
+    return summary
+
+
+def sync_trial_runs(
+    client: MlflowClient,
+    prepared: Any,
+    exp_id: str,
+    parent_id: str,
+    experiment_dir: Path,
+    summary: SyncSummary,
+) -> None:
+    """Create the missing nested runs and complete the unfinished ones (Ray's results + journal).
+
+    ``paretune resume`` calls this too: a trial that finished after Ray's last snapshot, just
+    before the driver died, may have a journal record but no MLflow run yet.
+    """
+    from paretune.platform.trainable import arch_from_config
+
+    config = prepared.config
+    space = prepared.space
     existing = existing_trial_runs(client, exp_id, parent_id)
     for trial_id, trial in collect_trials(experiment_dir).items():
         run_id, status = existing.get(trial_id, (None, None))
@@ -154,8 +177,3 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         end = {"ok": "FINISHED", "failed": "FAILED"}.get(trial["status"], "KILLED")
         client.set_terminated(run_id, status=end)
-
-    rep = _report_from_grid(prepared, _result_grid(experiment_dir), experiment_dir)
-    paths = rep.write(experiment_dir / "report")
-    finish_parent_run(config, sync_state, rep, paths, experiment_dir)
-    return summary
