@@ -333,7 +333,7 @@ def inspection_heatmap(table: InspectionTable) -> Figure:
     height = max(2.5, 0.22 * len(labels) + 1.2)
     fig = Figure(figsize=(1.3 * len(columns) + 3.0, height), dpi=90)
     ax = fig.add_subplot()
-    cmap = _heatmap_cmap()
+    cmap = _heatmap_cmap(table.colormap)
     ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, vmin=0, vmax=1)
     ax.set_xticks(range(len(columns)), list(columns), rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -353,10 +353,10 @@ def inspection_heatmap(table: InspectionTable) -> Figure:
     return fig
 
 
-def _heatmap_cmap() -> Any:
+def _heatmap_cmap(name: str) -> Any:
     import matplotlib
 
-    return matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="0.85")
+    return matplotlib.colormaps[name].with_extremes(bad="0.85")
 
 
 def write_inspection_tables(tables: Sequence[InspectionTable], folder: str | Path) -> list[Path]:

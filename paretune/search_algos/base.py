@@ -59,6 +59,7 @@ class InspectionTable:
     heatmap: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     title: str = ""
     columns: tuple[str, ...] = ()  # the CSV header when ``rows`` is empty
+    colormap: str = "RdYlGn_r"  # matplotlib's name; the default: low values green (good)
 
 
 @dataclass(frozen=True)

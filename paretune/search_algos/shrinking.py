@@ -707,6 +707,7 @@ class ProgressiveShrinking(Engine):
                 probs,
                 heatmap=(("decision", "option"), stages),
                 title="TND: sampling probability of each option at the end of each stage",
+                colormap="viridis",
             ),
             InspectionTable(
                 "shrink_history",
