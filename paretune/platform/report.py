@@ -236,6 +236,17 @@ def build_report(rows: list[TrialRow], objectives: ObjectiveSet) -> SearchReport
     return SearchReport(objectives, rows, front, reference, source, history)
 
 
+def _finish_pair_axes(ax: Any, xo: Any, yo: Any, *, same_objective: bool) -> None:
+    """Limits as dotted lines, axis labels and a grid on one panel of a pairwise plot."""
+    if xo.limit is not None:
+        ax.axvline(xo.limit, color="tab:purple", ls=":", lw=1)
+    if yo.limit is not None and not same_objective:
+        ax.axhline(yo.limit, color="tab:purple", ls=":", lw=1)
+    ax.set_xlabel(_label(xo))
+    ax.set_ylabel(_label(yo))
+    ax.grid(alpha=0.3)
+
+
 def _label(o: Any) -> str:
     """An axis label: the objective, its direction and its limit."""
     text = f"{o.name} ({o.direction})"
@@ -291,13 +302,7 @@ def plot_front(report: SearchReport, path: Path) -> None:
             zorder=3,
             label=f"Pareto front ({len(report.front)})",
         )
-        if xo.limit is not None:
-            ax.axvline(xo.limit, color="tab:purple", ls=":", lw=1)
-        if yo.limit is not None and (i, j) != (0, 0):
-            ax.axhline(yo.limit, color="tab:purple", ls=":", lw=1)
-        ax.set_xlabel(_label(xo))
-        ax.set_ylabel(_label(yo))
-        ax.grid(alpha=0.3)
+        _finish_pair_axes(ax, xo, yo, same_objective=(i, j) == (0, 0))
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8, loc="best")
@@ -531,13 +536,7 @@ def plot_origins(report: SearchReport, path: Path) -> None:
                 zorder=3,
                 label=f"{origin}: {len(top)} on front / {len(mine)}",
             )
-        if xo.limit is not None:
-            ax.axvline(xo.limit, color="tab:purple", ls=":", lw=1)
-        if yo.limit is not None and (i, j) != (0, 0):
-            ax.axhline(yo.limit, color="tab:purple", ls=":", lw=1)
-        ax.set_xlabel(_label(xo))
-        ax.set_ylabel(_label(yo))
-        ax.grid(alpha=0.3)
+        _finish_pair_axes(ax, xo, yo, same_objective=(i, j) == (0, 0))
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="best")
