@@ -1,25 +1,35 @@
 """MLflow tracking: one parent run per experiment, one nested run per trial.
 
-:class:`MlflowTracker` is a driver-side Ray Tune callback. It writes with ``MlflowClient`` (no
-global active-run state), one ``log_batch`` request per trial result rather than one request
-per metric, ends every run (FINISHED or FAILED with the reason), and never stops the search
+:class:`MlflowTracker` is a driver-side Ray Tune callback. It hands each trial event, as plain
+data, to a writer (:mod:`paretune.platform.mlflow_writer`) that runs in its own process, so
+MLflow's work (about 25 ms per trial on a SQLite store) runs beside Ray Tune's driver loop
+instead of under its GIL. The writer uses ``MlflowClient`` (no global active-run state): per
+trial one ``create_run``, one ``log_batch`` per batch of results rather than one request per
+metric, and ``set_terminated`` (FINISHED, or FAILED with the reason). It never stops the search
 when the tracking server is unreachable: failed writes are queued and retried in order.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from mlflow.entities import Metric
 from ray.tune import Callback
+
+from paretune.platform.mlflow_writer import WriterCore
+from paretune.platform.mlflow_writer import existing_trial_runs as existing_trial_runs
 
 logger = logging.getLogger(__name__)
 
@@ -100,84 +110,188 @@ def meta_tags(config: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-class MlflowWriter:
-    """``MlflowClient`` calls made by a background thread, in order, surviving outages.
+class _ProcessWriter:
+    """The writer in its own process (see :mod:`paretune.platform.mlflow_writer`), over two pipes."""
 
-    ``call`` only queues (the Ray Tune loop never waits for MLflow); one thread runs the calls
-    in order. A failing call stays at the head of the queue and is retried every ``retry_s``
-    seconds, so an outage delays writes but loses none and keeps their order. ``flush(timeout)``
-    waits until everything queued so far is written.
-    """
+    kind = "process"
 
-    def __init__(self, tracking_uri: str, retry_s: float = 5.0) -> None:
-        self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.queue: deque[tuple[str, Callable[[], Any]]] = deque()
-        self.retry_s = retry_s
-        self.failures = 0
-        self._cond = threading.Condition()
-        self._busy = False
-        self._last_warning = 0.0
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from multiprocessing.connection import Connection
+
+        _reap_lingering()
+        ops_r, ops_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        try:
+            _grow_pipe(ops_w)
+            path = os.environ.get("PYTHONPATH")
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, path]))}
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "paretune.platform.mlflow_writer"]
+                + [str(ops_r), str(replies_w)],
+                pass_fds=(ops_r, replies_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # stderr stays: MLflow's own messages, tracebacks
+                env=env,
+                start_new_session=True,  # outlives a kill of the driver's group (see its main)
+            )
+        except BaseException:
+            os.close(ops_w)
+            os.close(replies_r)
+            raise
+        finally:
+            os.close(ops_r)
+            os.close(replies_w)
+        self.ops = Connection(ops_w, readable=False)
+        self.replies = Connection(replies_r, writable=False)
+        self.send(("init", settings))
+
+    def send(self, op: tuple) -> bool:
+        """Queue ``op``; False when the process is gone."""
+        try:
+            self.ops.send(op)
+            return True
+        except OSError:
+            return False
+
+    def replies_ready(self, timeout: float = 0.0) -> list[tuple]:
+        out: list[tuple] = []
+        try:
+            if self.replies.poll(timeout):
+                out.append(self.replies.recv())
+                while self.replies.poll():
+                    out.append(self.replies.recv())
+        except (EOFError, OSError):
+            pass  # the process is gone: alive() says so
+        return out
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
+
+    def release(self) -> None:
+        """End the session (everything is written) and keep the process for the next tracker."""
+        if self.send(("release",)):
+            while _IDLE:
+                _IDLE.pop().close(wait=0)
+            _IDLE.append(self)
+        else:
+            self._close_pipes()
+
+    def close(self, wait: float) -> None:
+        """Let the process finish what is queued and exit; it outlives ``wait`` if it must."""
+        self.send(("close",))
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            _LINGERING.append(self)  # keeps its pipe open: it writes on while this process lives
+            return
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        self.ops.close()
+        self.replies.close()
+
+
+# Writers told to close that still had writes to make (an outage at the end of a search).
+_LINGERING: list[_ProcessWriter] = []
+# A writer process whose session ended with everything written, for the next search.
+_IDLE: list[_ProcessWriter] = []
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+# Flush tokens, unique in this process: a reused writer's old replies never answer a new flush.
+_FLUSH_TOKENS = itertools.count(1)
+
+
+def _reap_lingering() -> None:
+    for w in list(_LINGERING):
+        if not w.alive():
+            _LINGERING.remove(w)
+            w._close_pipes()
+
+
+def _idle_writer(settings: dict[str, Any]) -> _ProcessWriter | None:
+    """The idle writer process, given a new session; None when there is none (or it is gone)."""
+    while _IDLE:
+        writer = _IDLE.pop()
+        writer.replies_ready()  # the last session's leftovers
+        if writer.alive() and writer.send(("init", settings)):
+            return writer
+        writer._close_pipes()
+    return None
+
+
+def _grow_pipe(fd: int) -> None:
+    """A 1 MiB pipe buffer: room for thousands of trial events while the writer starts."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+class _ThreadWriter:
+    """The same writer in a thread of this process (where no process can be started)."""
+
+    kind = "thread"
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._replies: deque[tuple] = deque()
+        self._ready = threading.Event()
+        self.core = WriterCore(settings, self._emit)
         self._thread = threading.Thread(
-            target=self._loop, name="paretune-mlflow-writer", daemon=True
+            target=self.core.run, name="paretune-mlflow-writer", daemon=True
         )
         self._thread.start()
 
-    def call(self, what: str, fn: Callable[[], Any]) -> None:
-        with self._cond:
-            self.queue.append((what, fn))
-            self._cond.notify_all()
+    def _emit(self, message: tuple) -> None:
+        self._replies.append(message)
+        self._ready.set()
 
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self.queue:
-                    self._cond.wait()
-                what, fn = self.queue[0]
-                self._busy = True
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 - any client/transport error: retry later
-                self.failures += 1
-                now = time.monotonic()
-                if now - self._last_warning > 30:
-                    logger.warning(
-                        "MLflow unreachable (%s: %s); %d writes queued", what, exc, len(self.queue)
-                    )
-                    self._last_warning = now
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-                time.sleep(self.retry_s)
-                continue
-            with self._cond:
-                self.queue.popleft()
-                self._busy = False
-                self._cond.notify_all()
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every queued call ran; False when ``timeout`` seconds passed first."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(timeout=min(left, 1.0))
+    def send(self, op: tuple) -> bool:
+        self.core.submit(op)
         return True
+
+    def replies_ready(self, timeout: float = 0.0) -> list[tuple]:
+        if not self._replies and timeout > 0:
+            self._ready.wait(timeout)
+        self._ready.clear()
+        out: list[tuple] = []
+        while self._replies:
+            out.append(self._replies.popleft())
+        return out
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def exit_code(self) -> int | None:
+        return None
+
+    def close(self, wait: float) -> None:
+        self.core.submit(("close",))
+        self._thread.join(timeout=wait)
 
 
 class MlflowTracker(Callback):
     """Ray Tune callback that mirrors every trial into a nested MLflow run.
+
+    The callback itself only hands plain data to a writer (see
+    :mod:`paretune.platform.mlflow_writer`), by default a separate process, so MLflow's own
+    work never holds up Ray Tune's driver loop. ``PARETUNE_MLFLOW_WRITER=thread`` keeps the
+    writer in a thread of the driver instead.
 
     Args:
         tracking_uri: MLflow tracking URI.
         experiment_id: MLflow experiment id.
         parent_run_id: the experiment's parent run.
         searcher: the search algorithm's name (a tag on each trial run).
-        decision_names: names of the architecture decisions (logged as params).
         arch_params: turns a trial config into ``{decision: option}`` params.
+        retry_s: seconds between attempts while the tracking store is unreachable.
     """
+
+    # Restarts of a writer process that died before it falls back to a thread.
+    MAX_RESTARTS = 3
 
     def __init__(
         self,
@@ -186,174 +300,167 @@ class MlflowTracker(Callback):
         parent_run_id: str,
         searcher: str,
         arch_params: Callable[[Mapping[str, Any]], dict[str, str]] | None = None,
+        retry_s: float = 5.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.searcher = searcher
         self.arch_params = arch_params
-        self.writer: MlflowWriter | None = None
+        self.retry_s = retry_s
         self.runs: dict[str, str] = {}
         self.ended: set[str] = set()
-        self._reconciled = False
-        # What is waiting to be written per trial; one log_batch sends all of it.
-        self._pending: dict[str, dict[str, list]] = {}
-        self._flush_queued: set[str] = set()
-        self._pending_lock = threading.Lock()
+        self._init_transient()
 
-    def setup(self, **info: Any) -> None:
-        self.writer = MlflowWriter(self.tracking_uri)
-
-    def _reconcile(self) -> None:
-        """Learn the trial runs that already exist under the parent run (after a resume).
-
-        Ray's saved callback state can be seconds old; MLflow itself knows every run created
-        before the driver died, so a restored trial reuses its run and never gets a duplicate.
-        """
-        if self._reconciled:
-            return
-        self._reconciled = True
-        try:
-            for trial_id, (run_id, status) in existing_trial_runs(
-                self._w().client, self.experiment_id, self.parent_run_id
-            ).items():
-                self.runs[trial_id] = run_id
-                if status in ("FINISHED", "FAILED", "KILLED"):
-                    self.ended.add(trial_id)
-        except Exception as exc:  # noqa: BLE001 - unreachable: keep Ray's saved state
-            logger.warning("could not list existing MLflow runs (%s); using the saved state", exc)
+    def _init_transient(self) -> None:
+        self.writer: _ProcessWriter | _ThreadWriter | None = None
+        self._started: set[str] = set()
+        # Trials whose runs are complete in MLflow (written, or so before a restart).
+        self._complete: set[str] = set(self.ended)
+        # Every message of a trial until the writer says it is all written: sent again to a
+        # new writer if the process dies.
+        self._unwritten: dict[str, list[tuple]] = {}
+        self._restarts = 0
+        self._flushed = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        # Ray pickles the callback with the tuner; the client and its queue stay behind.
-        state = dict(self.__dict__)
-        state["writer"] = None
-        state["_pending"] = {}
-        state["_flush_queued"] = set()
-        state["_pending_lock"] = None
+        # Ray pickles the callback with the tuner; the writer and its queue stay behind.
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "searcher", "arch_params")
+        state = {k: self.__dict__[k] for k in keep}
+        state.update(retry_s=self.retry_s, runs=dict(self.runs), ended=set(self.ended))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._pending_lock = threading.Lock()
+        self._init_transient()
 
     def get_state(self) -> dict[str, Any]:
+        self._drain()
         return {"runs": dict(self.runs), "ended": sorted(self.ended)}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        # Trials ended before a restart count as written; those whose writes died with the
+        # driver are given runs by `paretune resume` afterwards (sync.sync_trial_runs).
         self.runs = dict(state.get("runs", {}))
         self.ended = set(state.get("ended", []))
+        self._complete = set(self.ended)
 
-    def _w(self) -> MlflowWriter:
+    def setup(self, **info: Any) -> None:
+        self._w()
+
+    # ------------------------------------------------------------------ the writer
+    def _w(self) -> _ProcessWriter | _ThreadWriter:
         if self.writer is None:
-            self.writer = MlflowWriter(self.tracking_uri)
+            self.writer = self._start_writer()
         return self.writer
+
+    def _start_writer(self) -> _ProcessWriter | _ThreadWriter:
+        settings = {
+            "tracking_uri": self.tracking_uri,
+            "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_run_id,
+            "runs": dict(self.runs),
+            "ended": sorted(self._complete),
+            "retry_s": self.retry_s,
+        }
+        mode = os.environ.get("PARETUNE_MLFLOW_WRITER", "process")
+        if mode == "process" and self._restarts <= self.MAX_RESTARTS:
+            idle = _idle_writer(settings)
+            if idle is not None:
+                return idle
+            try:
+                return _ProcessWriter(settings)
+            except Exception as exc:  # noqa: BLE001 - no process: a thread does the same
+                logger.warning("MLflow writer process not started (%s); writing from a thread", exc)
+        return _ThreadWriter(settings)
+
+    def _apply(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "run":
+            self.runs[message[1]] = message[2]
+        elif kind == "done":
+            self._complete.add(message[1])
+            self._unwritten.pop(message[1], None)
+        elif kind == "flushed":
+            self._flushed = max(self._flushed, message[1])
+        elif kind == "runs":
+            self.runs.update(message[1])
+            self.ended.update(message[2])
+            self._complete.update(message[2])
+        elif kind == "warning":
+            logger.warning("%s", message[1])
+
+    def _drain(self, timeout: float = 0.0) -> None:
+        if self.writer is not None:
+            for message in self.writer.replies_ready(timeout):
+                self._apply(message)
+
+    def _send(self, trial_id: str, op: tuple) -> None:
+        self._unwritten.setdefault(trial_id, []).append(op)
+        if not self._w().send(op):
+            self._restart_writer()
+        self._drain()
+
+    def _restart_writer(self) -> None:
+        """The writer process died: a new one gets every message not known to be written."""
+        old = self._w()
+        self._drain()  # its last replies
+        self._restarts += 1
+        logger.warning(
+            "MLflow writer process stopped (exit code %s); a new one resends %d trials' writes",
+            old.exit_code(),
+            len(self._unwritten),
+        )
+        self.writer = self._start_writer()
+        for ops in list(self._unwritten.values()):
+            for op in ops:
+                self.writer.send(op)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything sent so far is written; False when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            token = next(_FLUSH_TOKENS)
+            if not self._w().send(("flush", token)):
+                self._restart_writer()
+                continue
+            while self._flushed < token:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._drain(timeout=min(left, 1.0))
+                if self._flushed < token and not self._w().alive():
+                    break
+            else:
+                return True
+            self._restart_writer()
 
     # ------------------------------------------------------------------ trial events
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._reconcile()
-        trial_id = trial.trial_id
-        client = self._w().client
-        if trial_id in self.ended:
+        if trial.trial_id in self.ended:
             return  # finished before a restart: replayed from the journal, already complete
-        if trial_id in self.runs:
-            # A restored trial runs again: reuse its run instead of making a duplicate.
-            run_id = self.runs[trial_id]
-            self.ended.discard(trial_id)
-            self._w().call("update_run", lambda: client.update_run(run_id, status="RUNNING"))
-            return
-        tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            "mlflow.runName": f"trial-{trial_id}",
-            "trial_id": trial_id,
-            "searcher": self.searcher,
-            **meta_tags(trial.config),
-        }
+        self._start(trial)
+
+    def _start(self, trial: Any) -> None:
+        trial_id = trial.trial_id
+        self._started.add(trial_id)
+        tags = {"searcher": self.searcher, **meta_tags(trial.config)}
         params = self.arch_params(trial.config) if self.arch_params else {}
-
-        attempts = 0
-
-        def create() -> None:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                # A failed attempt may have reached the server (the answer was lost): adopt
-                # the run it made instead of making a second one.
-                found = client.search_runs(
-                    [self.experiment_id],
-                    f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.trial_id = '{trial_id}'",
-                    max_results=1,
-                )
-                if found:
-                    self.runs[trial_id] = found[0].info.run_id
-            if trial_id not in self.runs:
-                run = client.create_run(
-                    self.experiment_id, tags=tags, run_name=tags["mlflow.runName"]
-                )
-                self.runs[trial_id] = run.info.run_id
-
-        self._w().call("create_run", create)
-        if params:  # sent with the trial's first batch of metrics
-            self._add(trial_id, queue=False, params=[Param(k, str(v)) for k, v in params.items()])
-
-    def _run_call(self, trial_id: str, what: str, fn: Callable[[str], Any]) -> None:
-        """Queue ``fn(run_id)``; the run id is looked up when the call runs (creation may be queued)."""
-
-        def call() -> None:
-            run_id = self.runs.get(trial_id)
-            if run_id is None:
-                raise RuntimeError(f"no MLflow run yet for trial {trial_id}")
-            fn(run_id)
-
-        self._w().call(what, call)
-
-    def _add(self, trial_id: str, queue: bool = True, **items: list) -> bool:
-        """Buffer metrics/params/tags of a trial; True when a flush must be queued for them.
-
-        Items that arrive while a flush is queued but not yet run go out with it.
-        """
-        with self._pending_lock:
-            buf = self._pending.setdefault(trial_id, {"metrics": [], "params": [], "tags": []})
-            for key, values in items.items():
-                buf[key].extend(values)
-            if not queue or trial_id in self._flush_queued:
-                return False
-            self._flush_queued.add(trial_id)
-            return True
-
-    def _queue_flush(self, trial_id: str) -> None:
-        """Queue one ``log_batch`` that sends whatever the trial's buffer holds when it runs."""
-        client = self._w().client
-
-        def flush(run_id: str) -> None:
-            with self._pending_lock:
-                buf = self._pending.pop(trial_id, None)
-                self._flush_queued.discard(trial_id)
-            if not buf:
-                return
-            try:
-                m, p, t = buf["metrics"], buf["params"], buf["tags"]
-                while m or p or t:  # MLflow's limits per call: 1000 metrics, 100 params, 100 tags
-                    client.log_batch(run_id, metrics=m[:1000], params=p[:100], tags=t[:100])
-                    m, p, t = m[1000:], p[100:], t[100:]
-            except Exception:
-                with self._pending_lock:  # put it back for the retry, ahead of newer items
-                    self._flush_queued.add(trial_id)  # this very call runs again
-                    newer = self._pending.pop(trial_id, {"metrics": [], "params": [], "tags": []})
-                    self._pending[trial_id] = {
-                        k: m_ + newer[k] for k, m_ in (("metrics", m), ("params", p), ("tags", t))
-                    }
-                raise
-
-        self._run_call(trial_id, "log_batch", flush)
+        self._send(trial_id, ("start", trial_id, tags, {k: str(v) for k, v in params.items()}))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         if trial.trial_id in self.ended:
             return  # finished before a restart: replayed from the journal, already complete
-        batch = result_metrics(result)
-        if batch and self._add(trial.trial_id, metrics=batch):
-            self._queue_flush(trial.trial_id)
+        if trial.trial_id not in self._started:
+            self._start(trial)
+        self._send_result(trial, result)
+
+    def _send_result(self, trial: Any, result: Mapping[str, Any]) -> None:
+        batch = [(m.key, m.value, m.timestamp, m.step) for m in result_metrics(result)]
+        if batch:
+            self._send(trial.trial_id, ("result", trial.trial_id, batch))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "FINISHED", None)
@@ -366,45 +473,29 @@ class MlflowTracker(Callback):
         if trial_id in self.ended:
             return
         self.ended.add(trial_id)
+        if trial_id not in self._started:
+            self._start(trial)
+        self._send_end(trial, status, error)
+
+    def _send_end(self, trial: Any, status: str, error: str | None) -> None:
         _, tags = split_result(trial.last_result or {})
         tags["status"] = "failed" if error is not None else "ok"
         if error is not None:
             tags["error"] = error[:MAX_TAG_LENGTH]
-        client = self._w().client
-        if self._add(trial_id, tags=[RunTag(k, v) for k, v in tags.items()]):
-            self._queue_flush(trial_id)
-        self._run_call(
-            trial_id, "set_terminated", lambda run_id: client.set_terminated(run_id, status=status)
-        )
+        self._send(trial.trial_id, ("end", trial.trial_id, status, tags))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if not self._w().flush(timeout=120):
+        written = self.flush(timeout=120)
+        if not written:
             logger.warning(
-                "MLflow writes still queued at the end (%d); run `paretune sync-mlflow` later",
-                len(self._w().queue),
+                "MLflow writes of %d trials still queued at the end; run `paretune sync-mlflow` later",
+                len(self._unwritten),
             )
-
-
-def existing_trial_runs(
-    client: MlflowClient, experiment_id: str, parent_run_id: str
-) -> dict[str, tuple[str, str]]:
-    """``{trial id: (run id, status)}`` of the nested runs under ``parent_run_id``."""
-    out: dict[str, tuple[str, str]] = {}
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        for r in page:
-            trial_id = r.data.tags.get("trial_id")
-            if trial_id:
-                out[trial_id] = (r.info.run_id, r.info.status)
-        token = page.token
-        if not token:
-            return out
+        writer, self.writer = self._w(), None
+        if written and isinstance(writer, _ProcessWriter):
+            writer.release()
+        else:
+            writer.close(wait=10 if written else 0)
 
 
 def error_text(trial: Any) -> str:

@@ -1,0 +1,152 @@
+"""The MLflow writer process behind MlflowTracker, without Ray: sessions, a dying writer, an
+orphaned writer. Trials are stand-ins with the attributes Ray's have."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from paretune.platform import tracking
+from paretune.platform.launcher import enable_sqlite_wal
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("writer")
+    parent = client.create_run(exp).info.run_id
+    enable_sqlite_wal(uri)
+    return SimpleNamespace(uri=uri, client=client, exp=exp, parent=parent)
+
+
+def trial(i: int, status: str = "TERMINATED") -> SimpleNamespace:
+    result = {"accuracy": 0.5 + i / 100, "latency": 1.0, "source": "table", "timestamp": 1000 + i}
+    result["training_iteration"] = 1
+    return SimpleNamespace(
+        trial_id=f"t{i:03d}",
+        config={"arch": f"|arch{i}|", "proposal": {"id": i, "meta": {"phase": "random"}}},
+        last_result=result,
+        status=status,
+        error_file=None,
+    )
+
+
+def tracker(store) -> tracking.MlflowTracker:
+    t = tracking.MlflowTracker(
+        store.uri,
+        store.exp,
+        store.parent,
+        "random",
+        arch_params=lambda c: {"cell": c["arch"]},
+        retry_s=0.2,
+    )
+    t.setup()
+    return t
+
+
+def run_trials(t: tracking.MlflowTracker, trials: list) -> None:
+    for tr in trials:
+        t.on_trial_start(0, [], tr)
+        t.on_trial_result(0, [], tr, tr.last_result)
+        t.on_trial_complete(0, [], tr)
+
+
+def check_runs(store, n: int) -> None:
+    runs = store.client.search_runs(
+        [store.exp], f"tags.mlflow.parentRunId = '{store.parent}'", max_results=1000
+    )
+    ids = [r.data.tags["trial_id"] for r in runs]
+    assert sorted(ids) == [f"t{i:03d}" for i in range(n)]  # one run each, never two
+    for r in runs:
+        i = int(r.data.tags["trial_id"][1:])
+        assert r.info.status == "FINISHED"
+        assert r.info.run_name == f"trial-t{i:03d}"
+        assert r.data.metrics["accuracy"] == pytest.approx(0.5 + i / 100)
+        assert r.data.params == {"cell": f"|arch{i}|"}
+        tags = r.data.tags
+        assert tags["source"] == "table" and tags["status"] == "ok"
+        assert tags["searcher"] == "random" and tags["meta.phase"] == "random"
+
+
+def test_a_writer_process_writes_every_trial_and_serves_the_next_search(store):
+    t = tracker(store)
+    assert t.writer.kind == "process"
+    proc = t.writer.proc
+    run_trials(t, [trial(i) for i in range(5)])
+    t.on_experiment_end([])
+    check_runs(store, 5)
+    assert set(t.get_state()["runs"]) == {f"t{i:03d}" for i in range(5)}
+
+    # The next search in this driver gets the same process (MLflow is imported once).
+    t2 = tracker(store)
+    assert t2.writer.proc is proc
+    run_trials(t2, [trial(i) for i in range(5, 8)])
+    t2.on_experiment_end([])
+    check_runs(store, 8)
+    # A close after the release ends the process.
+    tracking._IDLE.pop().close(wait=30)
+    assert proc.poll() == 0
+
+
+def test_a_dead_writer_is_replaced_and_nothing_is_lost(store):
+    t = tracker(store)
+    run_trials(t, [trial(i) for i in range(4)])
+    t.writer.proc.kill()
+    t.writer.proc.wait()
+    run_trials(t, [trial(i) for i in range(4, 8)])
+    t.on_experiment_end([])
+    check_runs(store, 8)
+
+
+def test_a_thread_writer_does_the_same(store, monkeypatch):
+    monkeypatch.setenv("PARETUNE_MLFLOW_WRITER", "thread")
+    t = tracker(store)
+    assert t.writer.kind == "thread"
+    run_trials(t, [trial(i) for i in range(4)])
+    t.on_experiment_end([])
+    check_runs(store, 4)
+
+
+def test_an_orphaned_writer_finishes_what_was_queued(store, tmp_path):
+    # A driver that dies (SIGKILL, with its process group) right after its last event.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from tests.platform.test_mlflow_writer import run_trials, trial, tracker
+        from types import SimpleNamespace
+        store = SimpleNamespace(uri={store.uri!r}, exp={store.exp!r}, parent={store.parent!r})
+        t = tracker(store)
+        print(t.writer.proc.pid, flush=True)
+        run_trials(t, [trial(i) for i in range(6)])
+        os.killpg(0, signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    writer_pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(writer_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the orphaned writer did not exit")
+    check_runs(store, 6)
