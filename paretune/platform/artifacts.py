@@ -22,7 +22,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,8 +106,10 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
     ax.apply_aspect()
     x0, x1 = ax.transData.transform([(0, 0), (1, 0)])[:, 0]
     shrink = radius * (x1 - x0) * 72 / fig.dpi + 1.5  # node radius in points
+    # add_artist, not add_patch: the limits are set, and add_patch's autoscaling bookkeeping
+    # (the arrows' paths in display space) was a fifth of the drawing time.
     for n in range(4):
-        ax.add_patch(
+        ax.add_artist(
             Circle((n * gap, 0), radius, facecolor="white", edgecolor="0.2", lw=1.5, zorder=3)
         )
         ax.text(n * gap, 0, str(n), ha="center", va="center", fontsize=11, weight="bold", zorder=4)
@@ -117,7 +119,7 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
     for src, dst, op in edges:
         style = OP_STYLE.get(op, {"color": "k"})
         rad = _EDGE_RAD[(src, dst)]
-        ax.add_patch(
+        ax.add_artist(
             FancyArrowPatch(
                 (src * gap, 0),
                 (dst * gap, 0),
@@ -163,8 +165,24 @@ def log_trial_artifacts(client: MlflowClient, run_id: str, arch_str: str) -> Non
     client.log_figure(run_id, cell_figure(arch_str), CELL_ARTIFACT)
 
 
+def draw_cell_pictures(archs: Iterable[str]) -> dict[str, bytes]:
+    """``{arch: PNG}`` for each distinct architecture; unreadable strings are skipped with a warning."""
+    drawn: dict[str, bytes] = {}
+    for arch in archs:
+        if arch not in drawn:
+            try:
+                drawn[arch] = cell_png(arch)
+            except ValueError as exc:
+                logger.warning("no cell picture for %r (%s)", arch, exc)
+    return drawn
+
+
 def log_cell_pictures(
-    client: MlflowClient, run_archs: Mapping[str, str], *, max_workers: int = 4
+    client: MlflowClient,
+    run_archs: Mapping[str, str],
+    *,
+    drawn: Mapping[str, bytes] | None = None,
+    max_workers: int = 4,
 ) -> int:
     """Log ``cell.png`` to many trial runs: each distinct architecture is drawn once.
 
@@ -172,6 +190,7 @@ def log_cell_pictures(
         client: the tracking client.
         run_archs: ``{run id: NB201 architecture string}``; unreadable strings are skipped
             with a warning.
+        drawn: pictures already drawn by :func:`draw_cell_pictures`; the rest are drawn here.
         max_workers: parallel uploads (the drawing itself is serial).
 
     Returns:
@@ -179,20 +198,19 @@ def log_cell_pictures(
     """
     if not run_archs:
         return 0
+    pictures = dict(drawn or {})
+    pictures.update(draw_cell_pictures(a for a in run_archs.values() if a not in pictures))
     with tempfile.TemporaryDirectory(prefix="paretune-cells-") as tmp:
         files: dict[str, Path] = {}
         jobs: list[tuple[str, Path]] = []
-        for i, (run_id, arch) in enumerate(run_archs.items()):
+        for run_id, arch in run_archs.items():
+            if arch not in pictures:
+                continue
             if arch not in files:
-                try:
-                    png = cell_png(arch)
-                except ValueError as exc:
-                    logger.warning("run %s: no cell picture (%s)", run_id, exc)
-                    continue
-                folder = Path(tmp) / str(i)
+                folder = Path(tmp) / str(len(files))
                 folder.mkdir()
                 files[arch] = folder / CELL_ARTIFACT
-                files[arch].write_bytes(png)
+                files[arch].write_bytes(pictures[arch])
             jobs.append((run_id, files[arch]))
 
         def upload(job: tuple[str, Path]) -> None:
@@ -402,6 +420,7 @@ def tag_pareto(
     front_ids: Collection[str],
     failed_ids: Collection[str] = (),
     *,
+    known: Mapping[str, str] | None = None,
     max_workers: int = 8,
 ) -> dict[str, int]:
     """Set the ``pareto`` tag of every trial run: ``front``, ``dominated`` or ``failed``.
@@ -415,6 +434,9 @@ def tag_pareto(
         trial_runs: ``{trial id: run id}`` of the nested runs.
         front_ids: trial ids on the Pareto front.
         failed_ids: trial ids that failed (tagged ``failed`` instead of ``dominated``).
+        known: ``{trial id: tag}`` known to be in the store already (the tags
+            :class:`~paretune.platform.tracking.MlflowTracker` wrote as trials ended); when
+            given, the current tags are not read back.
         max_workers: parallel writes for an HTTP tracking server.
 
     Returns:
@@ -427,7 +449,10 @@ def tag_pareto(
         run_id: "front" if tid in front else "failed" if tid in failed else "dominated"
         for tid, run_id in trial_runs.items()
     }
-    current = _current_tag(client, list(wanted), "pareto")
+    if known is None:
+        current = _current_tag(client, list(wanted), "pareto")
+    else:
+        current = {trial_runs[t]: tag for t, tag in known.items() if t in trial_runs}
     todo = [(rid, v) for rid, v in wanted.items() if current.get(rid) != v]
 
     def write(item: tuple[str, str]) -> None:

@@ -16,6 +16,7 @@ import re
 import socket
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -410,14 +411,29 @@ def write_searcher_inspection(prepared: Prepared, experiment_dir: Path) -> list[
         return []
 
 
+def picture_rows(config: ExperimentConfig, report: SearchReport) -> list[Any]:
+    """The trials whose runs get a cell picture (``mlflow.cell_pictures``)."""
+    pictures = config.mlflow.cell_pictures
+    if pictures == "auto":
+        pictures = "all" if config.evaluator.kind == "train" else "front"
+    return report.rows if pictures == "all" else report.front if pictures == "front" else []
+
+
 def finish_parent_run(
     config: ExperimentConfig,
     state: dict[str, Any],
     report: SearchReport,
     paths: dict[str, Path],
     experiment_dir: Path | None = None,
+    *,
+    drawn: Mapping[str, bytes] | None = None,
+    known_tags: Mapping[str, str] | None = None,
 ) -> None:
-    """Summary, front tags, cell pictures, front models and artifacts; ends the parent run."""
+    """Summary, front tags, cell pictures, front models and artifacts; ends the parent run.
+
+    ``drawn``: cell pictures already drawn (``{arch: PNG}``); the others are drawn here.
+    ``known_tags``: ``{trial id: pareto tag}`` known to be written (none are read back).
+    """
     from mlflow.tracking import MlflowClient
 
     from paretune.platform import artifacts
@@ -436,6 +452,7 @@ def finish_parent_run(
         run_of,
         {r.trial_id for r in report.front},
         failed_ids={r.trial_id for r in report.rows if not r.ok},
+        known=known_tags,
     )
     for trial_run, status in trial_runs.values():
         if status == "RUNNING":
@@ -446,12 +463,14 @@ def finish_parent_run(
         inspection = experiment_dir / artifacts.SEARCHER_ARTIFACTS if experiment_dir else None
         if inspection is not None and inspection.is_dir():
             client.log_artifacts(run_id, str(inspection), artifacts.SEARCHER_ARTIFACTS)
-        pictures = config.mlflow.cell_pictures
-        if pictures == "auto":
-            pictures = "all" if config.evaluator.kind == "train" else "front"
-        drawn = report.rows if pictures == "all" else report.front if pictures == "front" else []
         artifacts.log_cell_pictures(
-            client, {run_of[r.trial_id]: r.arch for r in drawn if r.trial_id in run_of}
+            client,
+            {
+                run_of[r.trial_id]: r.arch
+                for r in picture_rows(config, report)
+                if r.trial_id in run_of
+            },
+            drawn=drawn,
         )
         if config.evaluator.kind == "train" and config.models.log_front:
             artifacts.log_front_models(
@@ -514,9 +533,16 @@ def run(
         _write_state(experiment_dir, state)
         if isinstance(searcher, ParetoSearcher):  # replayed on resume (see its doc)
             searcher.events_path = str(experiment_dir / EVENTS_FILE)
-        tuner = _build_tuner(prepared, searcher, state, experiment_dir, verbose=verbose)
-        grid = tuner.fit()
-        return _finish(prepared, experiment_dir, state, grid)
+        tracker = make_tracker(prepared, state) if config.mlflow.enabled else None
+        tuner = _build_tuner(
+            prepared, searcher, state, experiment_dir, tracker=tracker, verbose=verbose
+        )
+        try:
+            grid = tuner.fit()
+            return _finish(prepared, experiment_dir, state, grid, tracker=tracker)
+        finally:
+            if tracker is not None:  # after an error; at once when _finish did it
+                tracker.finish_writes(timeout=10)
     finally:
         if started_ray:
             import ray
@@ -675,15 +701,36 @@ def default_concurrency(config: ExperimentConfig) -> int:
     return max(1, int(min(limits)))
 
 
+def make_tracker(prepared: Prepared, state: dict[str, Any]) -> Any:
+    """The MLflow callback of a new search; :func:`run` waits for its writes itself."""
+    from paretune.platform.tracking import MlflowTracker
+    from paretune.platform.trainable import arch_from_config
+
+    cfg, space = prepared.config, prepared.space
+    return MlflowTracker(
+        tracking_uri=cfg.mlflow.tracking_uri,
+        experiment_id=state["mlflow_experiment_id"],
+        parent_run_id=state["parent_run_id"],
+        searcher=cfg.search.algorithm,
+        arch_params=lambda c: space.to_params(arch_from_config(space, c)),
+        objectives=prepared.objectives,
+        wait_at_end=False,
+    )
+
+
 def _build_tuner(
-    prepared: Prepared, searcher: Any, state: dict[str, Any], experiment_dir: Path, *, verbose: int
+    prepared: Prepared,
+    searcher: Any,
+    state: dict[str, Any],
+    experiment_dir: Path,
+    *,
+    tracker: Any = None,
+    verbose: int,
 ) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from paretune.platform.journal import JOURNAL_FILE, JournalCallback
-    from paretune.platform.tracking import MlflowTracker
-    from paretune.platform.trainable import arch_from_config
 
     cfg = prepared.config
     scheduler = None
@@ -699,17 +746,8 @@ def _build_tuner(
         )
     # The journal first: a trial is on disk before anything else hears of it.
     callbacks: list[Any] = [JournalCallback(experiment_dir / JOURNAL_FILE)]
-    if cfg.mlflow.enabled:
-        space = prepared.space
-        callbacks.append(
-            MlflowTracker(
-                tracking_uri=cfg.mlflow.tracking_uri,
-                experiment_id=state["mlflow_experiment_id"],
-                parent_run_id=state["parent_run_id"],
-                searcher=cfg.search.algorithm,
-                arch_params=lambda c: space.to_params(arch_from_config(space, c)),
-            )
-        )
+    if tracker is not None:
+        callbacks.append(tracker)
     return tune.Tuner(
         _trainable(prepared, experiment_dir),
         tune_config=tune.TuneConfig(
@@ -780,15 +818,35 @@ def _number(value: Any) -> Any:
 
 
 def _finish(
-    prepared: Prepared, experiment_dir: Path, state: dict[str, Any], grid: Any
+    prepared: Prepared,
+    experiment_dir: Path,
+    state: dict[str, Any],
+    grid: Any,
+    *,
+    tracker: Any = None,
 ) -> RunResult:
+    """Report, plots and the parent run's end.
+
+    With the ``tracker`` of :func:`run`, whose writer may still be writing the last trials,
+    the work that needs no MLflow run ids (report, plots, cell pictures) is done first, beside
+    the writer, and then its writes are waited for.
+    """
+    from paretune.platform import artifacts
+
     cfg = prepared.config
     rep = _report_from_grid(prepared, grid, experiment_dir)
     paths = rep.write(experiment_dir / "report")
     write_searcher_inspection(prepared, experiment_dir)
     if cfg.mlflow.enabled:
         try:
-            finish_parent_run(cfg, state, rep, paths, experiment_dir)
+            drawn = known_tags = None
+            if tracker is not None:
+                drawn = artifacts.draw_cell_pictures(r.arch for r in picture_rows(cfg, rep))
+                if tracker.finish_writes():
+                    known_tags = tracker.pareto_tags
+            finish_parent_run(
+                cfg, state, rep, paths, experiment_dir, drawn=drawn, known_tags=known_tags
+            )
         except Exception as exc:  # noqa: BLE001 - the search is done; MLflow can catch up later
             logger.warning(
                 "could not finish the MLflow parent run (%s); run `paretune sync-mlflow %s`",

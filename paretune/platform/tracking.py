@@ -23,13 +23,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric
 from ray.tune import Callback
 
 from paretune.platform.mlflow_writer import WriterCore
 from paretune.platform.mlflow_writer import existing_trial_runs as existing_trial_runs
+from paretune.search_algos.pareto import RunningFront
+
+if TYPE_CHECKING:
+    from paretune.objectives import ObjectiveSet
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +292,12 @@ class MlflowTracker(Callback):
         searcher: the search algorithm's name (a tag on each trial run).
         arch_params: turns a trial config into ``{decision: option}`` params.
         retry_s: seconds between attempts while the tracking store is unreachable.
+        objectives: when given, each trial run gets its ``pareto`` tag as it ends: ``front``
+            while no earlier trial dominates it, else ``dominated`` (for good), or ``failed``.
+            The launcher corrects the few overturned ``front`` tags at the end
+            (:func:`paretune.platform.artifacts.tag_pareto` writes only changed tags).
+        wait_at_end: wait for the writes in ``on_experiment_end``. The launcher passes False
+            and calls :meth:`finish_writes` itself after the work that needs no run ids.
     """
 
     # Restarts of a writer process that died before it falls back to a thread.
@@ -301,6 +311,8 @@ class MlflowTracker(Callback):
         searcher: str,
         arch_params: Callable[[Mapping[str, Any]], dict[str, str]] | None = None,
         retry_s: float = 5.0,
+        objectives: ObjectiveSet | None = None,
+        wait_at_end: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -308,6 +320,8 @@ class MlflowTracker(Callback):
         self.searcher = searcher
         self.arch_params = arch_params
         self.retry_s = retry_s
+        self.objectives = objectives
+        self.wait_at_end = wait_at_end
         self.runs: dict[str, str] = {}
         self.ended: set[str] = set()
         self._init_transient()
@@ -322,11 +336,16 @@ class MlflowTracker(Callback):
         self._unwritten: dict[str, list[tuple]] = {}
         self._restarts = 0
         self._flushed = 0
+        self._front = RunningFront()
+        self.pareto_tags: dict[str, str] = {}  # {trial id: pareto tag sent} (this driver only)
+        self._progress_at = 0.0  # when the writer last reported a write (see flush)
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the callback with the tuner; the writer and its queue stay behind.
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "searcher", "arch_params")
         state = {k: self.__dict__[k] for k in keep}
+        state["objectives"] = self.objectives  # a restored tracker waits at the end
+        state["wait_at_end"] = True
         state.update(retry_s=self.retry_s, runs=dict(self.runs), ended=set(self.ended))
         return state
 
@@ -376,6 +395,8 @@ class MlflowTracker(Callback):
 
     def _apply(self, message: tuple) -> None:
         kind = message[0]
+        if kind in ("run", "done"):
+            self._progress_at = time.monotonic()
         if kind == "run":
             self.runs[message[1]] = message[2]
         elif kind == "done":
@@ -417,15 +438,19 @@ class MlflowTracker(Callback):
                 self.writer.send(op)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything sent so far is written; False when ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
+        """Wait until everything sent so far is written.
+
+        False when ``timeout`` seconds pass without progress: a slow store that keeps writing
+        (a run made, a trial complete) is waited for, a stalled one is not.
+        """
+        self._progress_at = time.monotonic()
         while True:
             token = next(_FLUSH_TOKENS)
             if not self._w().send(("flush", token)):
                 self._restart_writer()
                 continue
             while self._flushed < token:
-                left = deadline - time.monotonic()
+                left = self._progress_at + timeout - time.monotonic()
                 if left <= 0:
                     return False
                 self._drain(timeout=min(left, 1.0))
@@ -478,17 +503,49 @@ class MlflowTracker(Callback):
         self._send_end(trial, status, error)
 
     def _send_end(self, trial: Any, status: str, error: str | None) -> None:
-        _, tags = split_result(trial.last_result or {})
+        result = trial.last_result or {}
+        _, tags = split_result(result)
         tags["status"] = "failed" if error is not None else "ok"
         if error is not None:
             tags["error"] = error[:MAX_TAG_LENGTH]
+        if self.objectives is not None:
+            tags["pareto"] = self.pareto_tags[trial.trial_id] = self._pareto_tag(result, error)
         self._send(trial.trial_id, ("end", trial.trial_id, status, tags))
 
+    def _pareto_tag(self, result: Mapping[str, Any], error: str | None) -> str:
+        """``front``, ``dominated`` or ``failed`` for a trial ending with ``result``.
+
+        Failed exactly as the report says (an error, or an objective missing or not finite).
+        """
+        objectives = self.objectives
+        values = {name: result.get(name) for name in objectives.names}
+        if error is not None or not objectives.is_valid(values):
+            return "failed"
+        values = {k: float(v) for k, v in values.items()}
+        on_front = self._front.add(objectives.vector(values), objectives.violation(values))
+        return "front" if on_front else "dominated"
+
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        written = self.flush(timeout=120)
+        if self.wait_at_end:
+            self.finish_writes()
+        else:
+            self.flush(timeout=0)  # no waiting: the writer drains while the driver goes on
+
+    def finish_writes(self, timeout: float = 120.0) -> bool:
+        """Wait until every write is made, then let the writer go.
+
+        False after ``timeout`` seconds without progress (the store is unreachable); writes
+        still queued then are the writer's to finish (it outlives this call) or
+        ``paretune sync-mlflow``'s.
+        """
+        if self.writer is None:
+            return True
+        written = self.flush(timeout=timeout)
         if not written:
             logger.warning(
-                "MLflow writes of %d trials still queued at the end; run `paretune sync-mlflow` later",
+                "no MLflow write for %.0f s: writes of %d trials still queued at the end; "
+                "run `paretune sync-mlflow EXPERIMENT_DIR` once the store is back",
+                timeout,
                 len(self._unwritten),
             )
         writer, self.writer = self._w(), None
@@ -496,6 +553,7 @@ class MlflowTracker(Callback):
             writer.release()
         else:
             writer.close(wait=10 if written else 0)
+        return written
 
 
 def error_text(trial: Any) -> str:

@@ -86,6 +86,38 @@ def constrained_front_indices(
     return fronts[0] if fronts else np.array([], dtype=int)
 
 
+class RunningFront:
+    """The constrained Pareto front of the points seen so far, one point at a time.
+
+    A point that is dominated when it arrives is never on a later front (constrained
+    domination is transitive), so :meth:`add` answers for good when it says ``False``; a
+    ``True`` may be overturned by a later point.
+    """
+
+    def __init__(self) -> None:
+        self._points: list[np.ndarray] = []
+        self._violations: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def add(self, point: Sequence[float] | np.ndarray, violation: float = 0.0) -> bool:
+        """Add a minimisation point; True when no point seen so far dominates it."""
+        p = np.asarray(point, dtype=float)
+        v = float(violation)
+        for q, vq in zip(self._points, self._violations, strict=True):
+            if constrained_dominates(q, vq, p, v):
+                return False
+        keep = [
+            i
+            for i, (q, vq) in enumerate(zip(self._points, self._violations, strict=True))
+            if not constrained_dominates(p, v, q, vq)
+        ]
+        self._points = [self._points[i] for i in keep] + [p]
+        self._violations = [self._violations[i] for i in keep] + [v]
+        return True
+
+
 def ranks(points: np.ndarray, violations: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """The front number (0 = best) of every point."""
     out = np.zeros(len(points), dtype=int)

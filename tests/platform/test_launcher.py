@@ -84,8 +84,14 @@ def test_tabular_search_is_tracked_in_mlflow(
         assert c.data.tags["source/accuracy"] == "table"
         assert {"accuracy", "latency", "energy", "test_accuracy"} <= set(c.data.metrics)
         assert set(c.data.params) == {"e0_1", "e0_2", "e1_2", "e0_3", "e1_3", "e2_3"}
-    on_front = [c for c in children if c.data.tags.get("pareto") == "front"]
-    assert len(on_front) == len(rep.front)
+    # Tagged as each trial ended and corrected at the end: exactly the report's front.
+    front_ids = {r.trial_id for r in rep.front}
+    tag_of = {c.data.tags["trial_id"]: c.data.tags.get("pareto") for c in children}
+    assert {t for t, tag in tag_of.items() if tag == "front"} == front_ids
+    assert {t for t, tag in tag_of.items() if tag == "dominated"} == set(tag_of) - front_ids
+    for c in children:  # a table search draws the cells of the front only
+        pictures = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert ("cell.png" in pictures) is (c.data.tags["trial_id"] in front_ids)
     for c in children:
         assert META_TAGS[algorithm] <= set(c.data.tags)
     if algorithm == "pertnas":  # children of a perturbation name their parent trial's run

@@ -150,3 +150,44 @@ def test_an_orphaned_writer_finishes_what_was_queued(store, tmp_path):
     else:
         pytest.fail("the orphaned writer did not exit")
     check_runs(store, 6)
+
+
+def test_pareto_tags_are_written_as_trials_end(store):
+    from paretune.objectives import Objective, ObjectiveSet
+
+    t = tracker(store)
+    t.objectives = ObjectiveSet(
+        [Objective("accuracy", "max"), Objective("latency", "min", limit=2.0)]
+    )
+    values = {  # in the order they end
+        "t000": (0.50, 1.0),  # front when it ends, overturned by t001 later
+        "t001": (0.60, 1.0),  # front
+        "t002": (0.55, 1.5),  # dominated by t001: for good
+        "t003": (0.90, 3.0),  # breaks the latency limit: dominated by every feasible trial
+        "t004": (float("nan"), 1.0),  # not a number: failed, like the report says
+    }
+    trials = []
+    for i, (acc, lat) in enumerate(values.values()):
+        tr = trial(i)
+        tr.last_result.update(accuracy=acc, latency=lat)
+        trials.append(tr)
+    run_trials(t, trials)
+    assert t.finish_writes(timeout=60)
+    expected = {"t000": "front", "t001": "front", "t002": "dominated"}
+    expected.update(t003="dominated", t004="failed")
+    assert t.pareto_tags == expected
+    runs = store.client.search_runs([store.exp], f"tags.mlflow.parentRunId = '{store.parent}'")
+    assert {r.data.tags["trial_id"]: r.data.tags["pareto"] for r in runs} == expected
+
+
+def test_the_end_waits_for_a_slow_store_that_keeps_writing(store):
+    # 150 trials take seconds to write; no single write takes a second. The wait at the end
+    # gives up only after `timeout` seconds without progress, so it ends with all written.
+    t = tracker(store)
+    run_trials(t, [trial(0)])
+    assert t.flush(timeout=60)  # the writer is up and the store warm
+    run_trials(t, [trial(i) for i in range(1, 150)])
+    start = time.monotonic()
+    assert t.finish_writes(timeout=1.0)
+    assert time.monotonic() - start > 1.0  # longer than the timeout: it waited on progress
+    check_runs(store, 150)

@@ -15,6 +15,7 @@ from paretune.search_algos.pareto import (
     front_indices,
     hypervolume,
     non_dominated_sort,
+    RunningFront,
     ranks,
 )
 
@@ -113,6 +114,23 @@ def test_constrained_sort_matches_brute_force(seed: int) -> None:
         fronts = non_dominated_sort(points, violations)
         assert [set(f.tolist()) for f in fronts] == expected
         assert set(constrained_front_indices(points, violations).tolist()) == expected[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_running_front_answers_like_brute_force_point_by_point(seed: int) -> None:
+    rng = np.random.default_rng(300 + seed)
+    for points in random_cases(400 + seed, 40):
+        violations = np.where(
+            rng.random(len(points)) < 0.7, 0.0, rng.choice([0.5, 1.0, 2.0], size=len(points))
+        )
+        front = RunningFront()
+        for k, (p, v) in enumerate(zip(points, violations, strict=True)):
+            seen_before = any(
+                bf_constrained_dominates(points[j], violations[j], p, v) for j in range(k)
+            )
+            assert front.add(p, v) is (not seen_before)
+        # What it keeps at the end is exactly the first front (duplicates included).
+        assert len(front) == len(bf_fronts(points, violations)[0])
 
 
 def test_duplicates_share_a_front() -> None:
