@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from paretune.search_algos.pareto import (
+    RunningFront,
     constrained_dominates,
     constrained_front_indices,
     crowding_distance,
@@ -15,7 +16,6 @@ from paretune.search_algos.pareto import (
     front_indices,
     hypervolume,
     non_dominated_sort,
-    RunningFront,
     ranks,
 )
 
