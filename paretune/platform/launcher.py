@@ -538,7 +538,10 @@ def run(
             prepared, searcher, state, experiment_dir, tracker=tracker, verbose=verbose
         )
         try:
-            grid = tuner.fit()
+            from paretune.platform.memory import without_tensorboard
+
+            with without_tensorboard():
+                grid = tuner.fit()
             return _finish(prepared, experiment_dir, state, grid, tracker=tracker)
         finally:
             if tracker is not None:  # after an error; at once when _finish did it
@@ -581,7 +584,10 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
             resume_unfinished=True,
             resume_errored=False,
         )
-        grid = tuner.fit()
+        from paretune.platform.memory import without_tensorboard
+
+        with without_tensorboard():
+            grid = tuner.fit()
         if config.mlflow.enabled:
             _sync_lost_trial_runs(prepared, state, experiment_dir)
         return _finish(prepared, experiment_dir, state, grid)
@@ -728,9 +734,11 @@ def _build_tuner(
     verbose: int,
 ) -> Any:
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
     from paretune.platform.journal import JOURNAL_FILE, JournalCallback
+    from paretune.platform.memory import TrimFinishedTrials
 
     cfg = prepared.config
     scheduler = None
@@ -744,10 +752,14 @@ def _build_tuner(
             grace_period=cfg.scheduler.grace_period,
             reduction_factor=cfg.scheduler.reduction_factor,
         )
-    # The journal first: a trial is on disk before anything else hears of it.
+    # The journal first: a trial is on disk before anything else hears of it. Ray's own
+    # JSON and CSV results are named, so that fit() under memory.without_tensorboard() adds
+    # no TensorBoard writer per trial; the trimming goes last (it keeps what the others read).
     callbacks: list[Any] = [JournalCallback(experiment_dir / JOURNAL_FILE)]
+    callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]
     if tracker is not None:
         callbacks.append(tracker)
+    callbacks.append(TrimFinishedTrials())
     return tune.Tuner(
         _trainable(prepared, experiment_dir),
         tune_config=tune.TuneConfig(
