@@ -432,22 +432,6 @@ class WriterCore:
 
 
 # ---------------------------------------------------------------------- process entry point
-# The writer's CPU priority below the driver's (``nice``); PARETUNE_MLFLOW_WRITER_NICE sets it.
-WRITER_NICE = 10
-
-
-def _lower_priority() -> None:
-    """Let the search go first: on a busy machine the writer takes the CPU time it leaves.
-
-    Writes then lag during the search and catch up in its gaps and at the end (while the
-    driver draws the report); nothing is dropped.
-    """
-    try:
-        os.nice(int(os.environ.get("PARETUNE_MLFLOW_WRITER_NICE", WRITER_NICE)))
-    except (AttributeError, OSError, ValueError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m paretune.platform.mlflow_writer OPS_FD REPLIES_FD``: the writer process.
 
@@ -464,7 +448,6 @@ def main(argv: list[str] | None = None) -> None:
     from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _lower_priority()
     ops_fd, replies_fd = (int(a) for a in (argv or sys.argv[1:]))
     ops = Connection(ops_fd, writable=False)
     replies = Connection(replies_fd, readable=False)
