@@ -428,11 +428,14 @@ def finish_parent_run(
     *,
     drawn: Mapping[str, bytes] | None = None,
     known_tags: Mapping[str, str] | None = None,
+    known_runs: Mapping[str, str] | None = None,
 ) -> None:
     """Summary, front tags, cell pictures, front models and artifacts; ends the parent run.
 
     ``drawn``: cell pictures already drawn (``{arch: PNG}``); the others are drawn here.
     ``known_tags``: ``{trial id: pareto tag}`` known to be written (none are read back).
+    ``known_runs``: ``{trial id: run id}`` of every trial run, all complete (from the tracker
+    of a fresh search); without it the runs are looked up and unfinished ones ended.
     """
     from mlflow.tracking import MlflowClient
 
@@ -445,7 +448,10 @@ def finish_parent_run(
     artifacts.log_parent_summary(
         client, run_id, report, config, paths=paths, searcher_state=searcher_state
     )
-    trial_runs = existing_trial_runs(client, state["mlflow_experiment_id"], run_id)
+    if known_runs is not None:
+        trial_runs = {tid: (rid, "FINISHED") for tid, rid in known_runs.items()}
+    else:
+        trial_runs = existing_trial_runs(client, state["mlflow_experiment_id"], run_id)
     run_of = {tid: rid for tid, (rid, _) in trial_runs.items()}
     artifacts.tag_pareto(
         client,
@@ -759,7 +765,7 @@ def _build_tuner(
     callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]
     if tracker is not None:
         callbacks.append(tracker)
-    callbacks.append(TrimFinishedTrials())
+    callbacks.append(TrimFinishedTrials(keep_metrics=prepared.objectives.names))
     return tune.Tuner(
         _trainable(prepared, experiment_dir),
         tune_config=tune.TuneConfig(
@@ -851,13 +857,20 @@ def _finish(
     write_searcher_inspection(prepared, experiment_dir)
     if cfg.mlflow.enabled:
         try:
-            drawn = known_tags = None
+            drawn = known_tags = known_runs = None
             if tracker is not None:
                 drawn = artifacts.draw_cell_pictures(r.arch for r in picture_rows(cfg, rep))
                 if tracker.finish_writes():
-                    known_tags = tracker.pareto_tags
+                    known_tags, known_runs = tracker.pareto_tags, tracker.runs
             finish_parent_run(
-                cfg, state, rep, paths, experiment_dir, drawn=drawn, known_tags=known_tags
+                cfg,
+                state,
+                rep,
+                paths,
+                experiment_dir,
+                drawn=drawn,
+                known_tags=known_tags,
+                known_runs=known_runs,
             )
         except Exception as exc:  # noqa: BLE001 - the search is done; MLflow can catch up later
             logger.warning(

@@ -37,7 +37,7 @@ def test_finished_trials_are_trimmed_and_results_stay(ray_session, tmp_path):
                 keep,
                 tune.logger.JsonLoggerCallback(),
                 tune.logger.CSVLoggerCallback(),
-                TrimFinishedTrials(trim_every_s=0.001),
+                TrimFinishedTrials(keep_metrics=["score"], trim_every_s=0.001),
             ],
             verbose=0,
         ),
@@ -47,10 +47,14 @@ def test_finished_trials_are_trimmed_and_results_stay(ray_session, tmp_path):
     assert len(keep.trials) == 6 and not grid.errors
     for t in keep.trials:
         assert t.run_metadata.metric_n_steps == {}  # the windows are gone
-        assert t.run_metadata.metric_analysis["score"]["max"] == 3 * t.config["x"]  # stats stay
+        # Running statistics stay for the kept metric only.
+        assert set(t.run_metadata.metric_analysis) == {"score"}
+        assert t.run_metadata.metric_analysis["score"]["max"] == 3 * t.config["x"]
         assert t._default_result_or_future is None
     assert len({id(t.placement_group_factory) for t in keep.trials}) == 1  # one shared object
     assert sorted(r.metrics["score"] for r in grid) == [3, 6, 9, 12, 15, 18]
+    assert {r.metrics["other"] for r in grid} == {1.0}  # results are whole
+    assert grid.get_best_result("score", "max").config == {"x": 6}
     trial_dirs = [p for p in (tmp_path / "trim").iterdir() if p.is_dir()]
     assert len(trial_dirs) == 6
     for d in trial_dirs:  # Ray's JSON and CSV results, no TensorBoard event file
