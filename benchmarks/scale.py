@@ -3,9 +3,10 @@
 Runs ``--trials`` (default 2,000) NB201 table trials with ``--in-flight`` (default 8) at once
 through ``paretune.platform.launcher.run`` (Ray Tune, the paretune searcher, the journal and
 MLflow tracking to a real ``mlflow server`` process on loopback), samples the driver's resident
-memory while it runs and prints: trials per second, driver memory at the start and the end, the
-growth per 1,000 trials (least-squares slope over the samples), and how many MLflow runs exist
-(every trial must have one, none may be missing).
+memory while it runs and prints: trials per second, driver memory at the start, its peak while
+trials run and at the end, the growth per 1,000 trials (least-squares slope over the samples
+taken while trials run), and how many MLflow runs exist (every trial must have one, none may be
+missing).
 
     PARETUNE_NB201=../shared/benchmarks/nb201 python benchmarks/scale.py --trials 2000
 """
@@ -152,8 +153,11 @@ def main() -> None:
 
     if server_exit is not None:
         print(f"the MLflow server exited during the run (code {server_exit}):\n{server_log}")
-    # Growth per trial after a warm-up (the first 20% of trials load code and fill caches).
-    pts = np.array([s for s in samples if s[0] > 0.2 * args.trials], dtype=float)
+    # Growth per trial while trials run, after a warm-up (the first 20% of trials load code and
+    # fill caches). Samples after the last trial are left out: the end (Ray loading every
+    # trial's results, the report) is a one-off, not growth per trial.
+    pts = np.array([s for s in samples if 0.2 * args.trials < s[0] < args.trials], dtype=float)
+    peak_rss = max((s[1] for s in samples if s[0] < args.trials), default=float("nan"))
     slope = float(np.polyfit(pts[:, 0], pts[:, 1], 1)[0] * 1000) if len(pts) > 3 else float("nan")
     rows = result.report.rows
     finished = sum(1 for r in runs.values() if r[1] == "FINISHED")
@@ -165,7 +169,8 @@ def main() -> None:
     print(f"{'wall time (s)':<40}{elapsed:>12.1f}")
     print(f"{'trials per second':<40}{len(rows) / elapsed:>12.2f}")
     print(f"{'driver RSS at start (MB)':<40}{start_rss:>12.1f}")
-    print(f"{'driver RSS at end (MB)':<40}{end_rss:>12.1f}")
+    print(f"{'driver RSS, peak while trials ran (MB)':<40}{peak_rss:>12.1f}")
+    print(f"{'driver RSS at the end of run() (MB)':<40}{end_rss:>12.1f}")
     print(
         f"{'driver RSS growth per 1,000 trials (MB)':<40}{slope:>12.2f}"
         f"   (least squares over {len(pts)} samples after the first 20% of trials)"
