@@ -124,7 +124,7 @@ def main() -> None:
             stop = threading.Event()
 
             def sample() -> None:
-                while not stop.wait(2.0):
+                while not stop.wait(0.5):
                     dirs = list((workdir / "runs").glob("scale-*/paretune-trials.jsonl"))
                     done = sum(1 for _ in open(dirs[0])) if dirs else 0
                     samples.append((done, rss_mb()))
