@@ -33,8 +33,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``run``'s ``key=value`` overrides may come after its options too."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse stops collecting overrides at the first option (`run c.yaml -q a=1`)
+        if args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     from paretune.platform import launcher
 
     try:

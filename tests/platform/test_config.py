@@ -131,3 +131,16 @@ def test_bad_restriction_is_reported():
     cfg = config_from_dict(minimal(space={"name": "nb201", "restrict": {"e0_1": ["conv_9x9"]}}))
     with pytest.raises(ConfigError, match=r"space.restrict.*conv_9x9"):
         prepare(cfg)
+
+
+def test_cli_takes_overrides_before_and_after_options(capsys):
+    from paretune.platform.cli import parse
+
+    args = parse(["run", "conf/quickstart.yaml", "a.b=1", "-q", "search.num_samples=2"])
+    assert args.quiet and args.overrides == ["a.b=1", "search.num_samples=2"]
+    assert parse(["run", "c.yaml", "-q"]).overrides == []
+    with pytest.raises(SystemExit):  # anything else stays an error, as argparse says it
+        parse(["run", "c.yaml", "-q", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse(["report", "dir", "x=1"])
