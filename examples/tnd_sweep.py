@@ -36,16 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paretune.platform.config import (  # noqa: E402
     ConfigError,
     ExperimentConfig,
-    apply_overrides,
     config_from_dict,
+    read_config_data,
 )
 from paretune.platform.report import (  # noqa: E402
     OriginSummary,
@@ -180,15 +178,7 @@ def sweep(
     if repeated:
         raise ConfigError(f"setting names repeat: {repeated}")
     path = Path(config)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {str(path)!r}")
-    try:
-        base = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(base, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    base = apply_overrides(base, overrides)
+    base = read_config_data(path, overrides)
     base_config = config_from_dict(base, source=str(path))
     configs = [
         setting_config(base, s, str(path), seed_offset=i * seed_step)

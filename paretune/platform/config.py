@@ -455,8 +455,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Experim
         ) from None
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Read and validate a YAML experiment, applying ``key=value`` overrides."""
+def read_config_data(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The mapping of a YAML experiment with ``key=value`` overrides applied, not yet validated."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {str(p)!r}")
@@ -466,5 +466,9 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Exper
         raise ConfigError(f"{p}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    data = apply_overrides(data, overrides)
-    return config_from_dict(data, source=str(p))
+    return apply_overrides(data, overrides)
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read and validate a YAML experiment, applying ``key=value`` overrides."""
+    return config_from_dict(read_config_data(path, overrides), source=str(path))
