@@ -544,10 +544,7 @@ def run(
             prepared, searcher, state, experiment_dir, tracker=tracker, verbose=verbose
         )
         try:
-            from paretune.platform.memory import without_tensorboard
-
-            with without_tensorboard():
-                grid = tuner.fit()
+            grid = _fit(tuner)
             return _finish(prepared, experiment_dir, state, grid, tracker=tracker)
         finally:
             if tracker is not None:  # after an error; at once when _finish did it
@@ -590,10 +587,7 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
             resume_unfinished=True,
             resume_errored=False,
         )
-        from paretune.platform.memory import without_tensorboard
-
-        with without_tensorboard():
-            grid = tuner.fit()
+        grid = _fit(tuner)
         if config.mlflow.enabled:
             _sync_lost_trial_runs(prepared, state, experiment_dir)
         return _finish(prepared, experiment_dir, state, grid)
@@ -711,6 +705,14 @@ def default_concurrency(config: ExperimentConfig) -> int:
     if res.gpu > 0:
         limits.append(total.get("GPU", 0) / res.gpu)
     return max(1, int(min(limits)))
+
+
+def _fit(tuner: Any) -> Any:
+    """``tuner.fit()`` without Ray's TensorBoard logger (see :mod:`paretune.platform.memory`)."""
+    from paretune.platform.memory import without_tensorboard
+
+    with without_tensorboard():
+        return tuner.fit()
 
 
 def make_tracker(prepared: Prepared, state: dict[str, Any]) -> Any:

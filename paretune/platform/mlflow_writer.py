@@ -8,7 +8,7 @@ Everything of a trial that is waiting when its turn comes goes out together, so 
 already over when it is written costs exactly those three calls.
 
 By default the writer is its own process (``python -m paretune.platform.mlflow_writer``, started
-by the tracker; it never imports Ray): a SQLite store costs about 25 ms of SQLAlchemy work per
+by the tracker; it never imports Ray): a SQLite store costs 15-25 ms of SQLAlchemy work per
 trial, which then runs beside Ray Tune's driver loop instead of taking turns with it for the
 GIL. The same code runs in a thread where no process can be started.
 

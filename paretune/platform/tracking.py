@@ -2,7 +2,7 @@
 
 :class:`MlflowTracker` is a driver-side Ray Tune callback. It hands each trial event, as plain
 data, to a writer (:mod:`paretune.platform.mlflow_writer`) that runs in its own process, so
-MLflow's work (about 25 ms per trial on a SQLite store) runs beside Ray Tune's driver loop
+MLflow's work (15-25 ms of CPU per trial on a SQLite store) runs beside Ray Tune's driver loop
 instead of under its GIL. The writer uses ``MlflowClient`` (no global active-run state): per
 trial one ``create_run``, one ``log_batch`` per batch of results rather than one request per
 metric, and ``set_terminated`` (FINISHED, or FAILED with the reason). It never stops the search

@@ -68,6 +68,11 @@ def random_cases(seed: int, count: int):
         yield points
 
 
+def random_violations(rng, n: int, feasible: float) -> np.ndarray:
+    """A ``feasible`` share of zeros, the rest a few distinct violation levels (ties included)."""
+    return np.where(rng.random(n) < feasible, 0.0, rng.choice([0.5, 1.0, 2.0], size=n))
+
+
 # ---------------------------------------------------------------------- domination
 def test_dominates_basic_cases() -> None:
     a = np.array([1.0, 2.0])
@@ -106,10 +111,7 @@ def test_non_dominated_sort_matches_brute_force(seed: int) -> None:
 def test_constrained_sort_matches_brute_force(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
     for points in random_cases(200 + seed, 50):
-        # Half feasible, the rest with a few distinct violation levels (ties included).
-        violations = np.where(
-            rng.random(len(points)) < 0.5, 0.0, rng.choice([0.5, 1.0, 2.0], size=len(points))
-        )
+        violations = random_violations(rng, len(points), feasible=0.5)
         expected = bf_fronts(points, violations)
         fronts = non_dominated_sort(points, violations)
         assert [set(f.tolist()) for f in fronts] == expected
@@ -120,9 +122,7 @@ def test_constrained_sort_matches_brute_force(seed: int) -> None:
 def test_running_front_answers_like_brute_force_point_by_point(seed: int) -> None:
     rng = np.random.default_rng(300 + seed)
     for points in random_cases(400 + seed, 40):
-        violations = np.where(
-            rng.random(len(points)) < 0.7, 0.0, rng.choice([0.5, 1.0, 2.0], size=len(points))
-        )
+        violations = random_violations(rng, len(points), feasible=0.7)
         front = RunningFront()
         for k, (p, v) in enumerate(zip(points, violations, strict=True)):
             seen_before = any(
