@@ -16,7 +16,7 @@ import re
 import socket
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -426,13 +426,13 @@ def finish_parent_run(
     paths: dict[str, Path],
     experiment_dir: Path | None = None,
     *,
-    drawn: Mapping[str, bytes] | None = None,
+    pictured: Collection[str] = (),
     known_tags: Mapping[str, str] | None = None,
     known_runs: Mapping[str, str] | None = None,
 ) -> None:
     """Summary, front tags, cell pictures, front models and artifacts; ends the parent run.
 
-    ``drawn``: cell pictures already drawn (``{arch: PNG}``); the others are drawn here.
+    ``pictured``: trials whose runs already have their cell picture (the tracker's writer).
     ``known_tags``: ``{trial id: pareto tag}`` known to be written (none are read back).
     ``known_runs``: ``{trial id: run id}`` of every trial run, all complete (from the tracker
     of a fresh search); without it the runs are looked up and unfinished ones ended.
@@ -474,9 +474,8 @@ def finish_parent_run(
             {
                 run_of[r.trial_id]: r.arch
                 for r in picture_rows(config, report)
-                if r.trial_id in run_of
+                if r.trial_id in run_of and r.trial_id not in pictured
             },
-            drawn=drawn,
         )
         if config.evaluator.kind == "train" and config.models.log_front:
             artifacts.log_front_models(
@@ -847,30 +846,29 @@ def _finish(
 ) -> RunResult:
     """Report, plots and the parent run's end.
 
-    With the ``tracker`` of :func:`run`, whose writer may still be writing the last trials,
-    the work that needs no MLflow run ids (report, plots, cell pictures) is done first, beside
-    the writer, and then its writes are waited for.
+    With the ``tracker`` of :func:`run`, the writer draws and logs the cell pictures after
+    its last trial writes while the report and plots are written here; then it is waited for.
     """
-    from paretune.platform import artifacts
-
     cfg = prepared.config
     rep = _report_from_grid(prepared, grid, experiment_dir)
+    if tracker is not None and cfg.mlflow.enabled:
+        tracker.log_cell_pictures({r.trial_id: r.arch for r in picture_rows(cfg, rep)})
     paths = rep.write(experiment_dir / "report")
     write_searcher_inspection(prepared, experiment_dir)
     if cfg.mlflow.enabled:
         try:
-            drawn = known_tags = known_runs = None
-            if tracker is not None:
-                drawn = artifacts.draw_cell_pictures(r.arch for r in picture_rows(cfg, rep))
-                if tracker.finish_writes():
-                    known_tags, known_runs = tracker.pareto_tags, tracker.runs
+            known_tags = known_runs = None
+            pictured: Collection[str] = ()
+            if tracker is not None and tracker.finish_writes():
+                known_tags, known_runs = tracker.pareto_tags, tracker.runs
+                pictured = tracker.pictured
             finish_parent_run(
                 cfg,
                 state,
                 rep,
                 paths,
                 experiment_dir,
-                drawn=drawn,
+                pictured=pictured,
                 known_tags=known_tags,
                 known_runs=known_runs,
             )

@@ -2,10 +2,11 @@
 
 :class:`MlflowTracker` is a driver-side Ray Tune callback. It hands each trial event, as plain
 data, to a writer (:mod:`paretune.platform.mlflow_writer`) that runs in its own process, so
-MLflow's work (15-25 ms of CPU per trial on a SQLite store) runs beside Ray Tune's driver loop
-instead of under its GIL. The writer uses ``MlflowClient`` (no global active-run state): per
-trial one ``create_run``, one ``log_batch`` per batch of results rather than one request per
-metric, and ``set_terminated`` (FINISHED, or FAILED with the reason). It never stops the search
+MLflow's work runs beside Ray Tune's driver loop instead of under its GIL. The writer uses
+``MlflowClient`` (no global active-run state): per trial one ``create_run``, one ``log_batch``
+per batch of results rather than one request per metric, and ``set_terminated`` (FINISHED, or
+FAILED with the reason); on an SQL store, a trial already over when its turn comes is inserted
+whole instead (:mod:`paretune.platform.mlflow_sql`; 4.5 instead of 17 ms of CPU per trial). It never stops the search
 when the tracking server is unreachable: failed writes are queued and retried in order.
 """
 
@@ -339,6 +340,7 @@ class MlflowTracker(Callback):
         self._front = RunningFront()
         self.pareto_tags: dict[str, str] = {}  # {trial id: pareto tag sent} (this driver only)
         self._progress_at = 0.0  # when the writer last reported a write (see flush)
+        self.pictured: set[str] = set()  # trials whose runs got cell.png from the writer
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the callback with the tuner; the writer and its queue stay behind.
@@ -381,6 +383,8 @@ class MlflowTracker(Callback):
             "runs": dict(self.runs),
             "ended": sorted(self._complete),
             "retry_s": self.retry_s,
+            # "0": every run through MlflowClient's calls (see mlflow_sql).
+            "sql_insert": os.environ.get("PARETUNE_MLFLOW_SQL_INSERT", "1") != "0",
         }
         mode = os.environ.get("PARETUNE_MLFLOW_WRITER", "process")
         if mode == "process" and self._restarts <= self.MAX_RESTARTS:
@@ -395,13 +399,15 @@ class MlflowTracker(Callback):
 
     def _apply(self, message: tuple) -> None:
         kind = message[0]
-        if kind in ("run", "done"):
+        if kind in ("run", "done", "pictured"):
             self._progress_at = time.monotonic()
         if kind == "run":
             self.runs[message[1]] = message[2]
         elif kind == "done":
             self._complete.add(message[1])
             self._unwritten.pop(message[1], None)
+        elif kind == "pictured":
+            self.pictured.update(message[1])
         elif kind == "flushed":
             self._flushed = max(self._flushed, message[1])
         elif kind == "runs":
@@ -471,7 +477,8 @@ class MlflowTracker(Callback):
         self._started.add(trial_id)
         tags = {"searcher": self.searcher, **meta_tags(trial.config)}
         params = self.arch_params(trial.config) if self.arch_params else {}
-        self._send(trial_id, ("start", trial_id, tags, {k: str(v) for k, v in params.items()}))
+        params = {k: str(v) for k, v in params.items()}
+        self._send(trial_id, ("start", trial_id, tags, params, int(time.time() * 1000)))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -510,7 +517,7 @@ class MlflowTracker(Callback):
             tags["error"] = error[:MAX_TAG_LENGTH]
         if self.objectives is not None:
             tags["pareto"] = self.pareto_tags[trial.trial_id] = self._pareto_tag(result, error)
-        self._send(trial.trial_id, ("end", trial.trial_id, status, tags))
+        self._send(trial.trial_id, ("end", trial.trial_id, status, tags, int(time.time() * 1000)))
 
     def _pareto_tag(self, result: Mapping[str, Any], error: str | None) -> str:
         """``front``, ``dominated`` or ``failed`` for a trial ending with ``result``.
@@ -530,6 +537,16 @@ class MlflowTracker(Callback):
             self.finish_writes()
         else:
             self.flush(timeout=0)  # no waiting: the writer drains while the driver goes on
+
+    def log_cell_pictures(self, archs: Mapping[str, str]) -> None:
+        """Have the writer draw ``cell.png`` for trials (``{trial id: arch}``) and log it.
+
+        It does so after the trials' own writes, beside whatever the driver does meanwhile;
+        after :meth:`finish_writes`, :attr:`pictured` names the trials done (a writer that
+        died or failed leaves the rest to the caller).
+        """
+        if self.writer is not None and archs:
+            self._w().send(("cells", dict(archs)))
 
     def finish_writes(self, timeout: float = 120.0) -> bool:
         """Wait until every write is made, then let the writer go.

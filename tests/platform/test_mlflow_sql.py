@@ -1,0 +1,141 @@
+"""Whole-run inserts into an SQL MLflow store (mlflow_sql) against MlflowClient's own calls."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from paretune.platform import mlflow_sql
+from paretune.platform.launcher import enable_sqlite_wal
+from paretune.platform.mlflow_writer import WriterCore
+
+START, END = 1_700_000_000_000, 1_700_000_004_321
+
+
+def trial_messages(trial_id: str, status: str = "FINISHED") -> list[tuple]:
+    """One trial's messages as the tracker sends them, with awkward metrics on purpose."""
+    return [
+        (
+            "start",
+            trial_id,
+            {"searcher": "random", "arch": "|x~0|"},
+            {"e0": "conv", "e1": "skip"},
+            START,
+        ),
+        ("result", trial_id, [("accuracy", 0.5, START + 10, 1), ("loss", 2.0, START + 10, 1)]),
+        # An exact repeat (stored once), a later step with a smaller value (still the latest),
+        # NaN and infinities (stored as MLflow stores them).
+        ("result", trial_id, [("accuracy", 0.5, START + 10, 1), ("accuracy", 0.25, START + 20, 2)]),
+        (
+            "result",
+            trial_id,
+            [("nan_metric", math.nan, START + 30, 2), ("big", math.inf, START + 30, 2)],
+        ),
+        ("end", trial_id, status, {"status": "ok", "pareto": "front", "source": "table"}, END),
+    ]
+
+
+def write(uri: str, exp: str, parent: str, trial_ids: list[str], sql_insert: bool) -> WriterCore:
+    core = WriterCore(
+        {
+            "tracking_uri": uri,
+            "experiment_id": exp,
+            "parent_run_id": parent,
+            "sql_insert": sql_insert,
+            "batch_s": 0.01,
+        },
+        emit=lambda message: None,
+    )
+    for i, trial_id in enumerate(trial_ids):
+        for op in trial_messages(trial_id, "FAILED" if i % 2 else "FINISHED"):
+            core.submit(op)
+    core.submit(("close",))
+    thread = threading.Thread(target=core.run)
+    thread.start()
+    thread.join(timeout=120)
+    assert core.finished and not core.pending()
+    return core
+
+
+def view(client: MlflowClient, exp: str, parent: str) -> dict[str, dict]:
+    """Everything MlflowClient reads back about the trial runs of ``parent``, by trial id."""
+    out = {}
+    for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'"):
+        info, data, run_id = run.info, run.data, run.info.run_id
+        history = {
+            key: sorted(
+                (m.key, m.step, m.timestamp, m.value if not math.isnan(m.value) else "nan")
+                for m in client.get_metric_history(run_id, key)
+            )
+            for key in data.metrics
+        }
+        out[data.tags["trial_id"]] = {
+            "info": (
+                info.status,
+                info.start_time,
+                info.end_time,
+                info.run_name,
+                info.user_id,
+                info.lifecycle_stage,
+                info.experiment_id,
+                info.artifact_uri.replace(run_id, "<id>"),
+            ),
+            "tags": {k: v for k, v in data.tags.items() if k != "mlflow.parentRunId"},
+            "params": data.params,
+            "metrics": {k: v if not math.isnan(v) else "nan" for k, v in data.metrics.items()},
+            "history": history,
+        }
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sql")
+    enable_sqlite_wal(uri)
+    return uri, client, exp
+
+
+def test_inserted_runs_read_back_exactly_like_client_written_ones(store):
+    uri, client, exp = store
+    trials = [f"t{i}" for i in range(5)]
+    parents = [client.create_run(exp).info.run_id for _ in range(2)]
+    by_client = write(uri, exp, parents[0], trials, sql_insert=False)
+    by_insert = write(uri, exp, parents[1], trials, sql_insert=True)
+    assert (by_client.inserted, by_insert.inserted) == (0, 5)  # each way was the one taken
+    a, b = view(client, exp, parents[0]), view(client, exp, parents[1])
+    assert sorted(a) == trials and a == b
+    assert a["t0"]["info"][:3] == ("FINISHED", START, END)
+    assert a["t1"]["info"][0] == "FAILED"
+    assert a["t0"]["metrics"]["accuracy"] == 0.25  # the latest step, as MLflow keeps it
+    assert len(a["t0"]["history"]["accuracy"]) == 2  # the exact repeat stored once
+
+
+def test_a_failed_insert_falls_back_to_the_client_calls_without_duplicates(store, monkeypatch):
+    uri, client, exp = store
+    parent = client.create_run(exp).info.run_id
+    real = mlflow_sql.insert_finished_runs
+    calls = []
+
+    def fail_after_commit(*args, **kwargs):
+        # The worst case: the transaction went through but the writer saw an error.
+        calls.append(real(*args, **kwargs))
+        raise RuntimeError("connection lost after the commit")
+
+    monkeypatch.setattr(mlflow_sql, "insert_finished_runs", fail_after_commit)
+    core = write(uri, exp, parent, ["a", "b", "c"], sql_insert=True)
+    assert calls and core.inserted == 0
+    runs = view(client, exp, parent)
+    assert sorted(runs) == ["a", "b", "c"]  # each once: the client path adopted the runs
+    assert runs["b"]["info"][0] == "FAILED" and runs["a"]["params"] == {"e0": "conv", "e1": "skip"}
+
+
+def test_only_plain_sqlalchemy_stores_take_inserts(tmp_path):
+    assert mlflow_sql.sql_store(MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")) is not None
+    assert mlflow_sql.sql_store(MlflowClient("http://127.0.0.1:9")) is None
+    too_many = mlflow_sql.FinishedRun(tags={f"t{i}": "v" for i in range(101)})
+    assert not too_many.fits_one_batch()
