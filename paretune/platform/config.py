@@ -91,11 +91,18 @@ OPTUNA_ALGORITHMS = ("nsga2", "tpe")
 
 
 class SearchConfig(_Strict):
-    """The search algorithm: a paretune engine name or an Optuna sampler (``nsga2``, ``tpe``)."""
+    """The search algorithm: a paretune engine name or an Optuna sampler (``nsga2``, ``tpe``).
+
+    ``segment_size``: Ray Tune keeps every trial of one ``Tuner.fit`` in the driver's memory
+    until it returns (tens of KB each). A longer search runs as consecutive fits of this many
+    trials with one searcher throughout (the segments are Ray experiments under
+    ``<experiment>/segments/``), so the driver's memory stays flat however long it runs.
+    """
 
     algorithm: str = "random"
     num_samples: int = Field(20, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
+    segment_size: int = Field(500, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("algorithm")

@@ -398,7 +398,7 @@ def write_searcher_inspection(prepared: Prepared, experiment_dir: Path) -> list[
     if prepared.config.search.algorithm in OPTUNA_ALGORITHMS:
         return []
     try:
-        state = artifacts.searcher_state_from_dir(experiment_dir)
+        state = artifacts.searcher_state_from_dir(segment_dirs(experiment_dir)[-1])
         if state is None:
             return []
         searcher = make_searcher(prepared)
@@ -444,7 +444,9 @@ def finish_parent_run(
 
     client = MlflowClient(tracking_uri=config.mlflow.tracking_uri)
     run_id = state["parent_run_id"]
-    searcher_state = artifacts.searcher_state_from_dir(experiment_dir) if experiment_dir else None
+    searcher_state = None
+    if experiment_dir is not None:
+        searcher_state = artifacts.searcher_state_from_dir(segment_dirs(experiment_dir, state)[-1])
     artifacts.log_parent_summary(
         client, run_id, report, config, paths=paths, searcher_state=searcher_state
     )
@@ -539,11 +541,10 @@ def run(
         if isinstance(searcher, ParetoSearcher):  # replayed on resume (see its doc)
             searcher.events_path = str(experiment_dir / EVENTS_FILE)
         tracker = make_tracker(prepared, state) if config.mlflow.enabled else None
-        tuner = _build_tuner(
-            prepared, searcher, state, experiment_dir, tracker=tracker, verbose=verbose
-        )
         try:
-            grid = _fit(tuner)
+            grid = _fit_segments(
+                prepared, searcher, state, experiment_dir, tracker=tracker, verbose=verbose
+            )
             return _finish(prepared, experiment_dir, state, grid, tracker=tracker)
         finally:
             if tracker is not None:  # after an error; at once when _finish did it
@@ -560,15 +561,17 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
 
     Finished trials are kept (those after Ray's last snapshot are replayed from the journal,
     not re-run), the searcher continues from its saved state, interrupted trials run again
-    and reuse their MLflow runs, and the parent run is reused.
+    and reuse their MLflow runs, and the parent run is reused. The newest segment is restored;
+    the segments still to come then run as in :func:`run`.
     """
     from ray import tune
+
+    from paretune.search_algos.ray_searcher import EVENTS_FILE, ParetoSearcher
 
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, state = load_experiment(experiment_dir)
     prepared = prepare(config)
-    if not tune.Tuner.can_restore(str(experiment_dir)):
-        raise ConfigError(f"{experiment_dir}: no Ray Tune experiment state to resume from")
+    segment = _restorable_segment(experiment_dir, state)
     if config.mlflow.enabled:
         check_tracking_uri(config)
     started_ray = ensure_ray(config)
@@ -581,15 +584,39 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
                 state["parent_run_id"], status="RUNNING"
             )
         tuner = tune.Tuner.restore(
-            str(experiment_dir),
+            str(segment),
             trainable=_trainable(prepared, experiment_dir, finished_since_snapshot(experiment_dir)),
             resume_unfinished=True,
             resume_errored=False,
         )
         grid = _fit(tuner)
+        del tuner
+        tracker = None
+        done = len(known_trial_ids(experiment_dir))
+        if done < config.search.num_samples and len(grid) > 0:
+            # Segments still to come: the searcher as the restored segment left it.
+            searcher = make_searcher(prepared)
+            if isinstance(searcher, ParetoSearcher):
+                searcher.events_path = str(experiment_dir / EVENTS_FILE)
+            searcher.restore_from_dir(str(segment))
+            tracker = make_tracker(prepared, state) if config.mlflow.enabled else None
+            try:
+                grid = _fit_segments(
+                    prepared,
+                    searcher,
+                    state,
+                    experiment_dir,
+                    tracker=tracker,
+                    verbose=verbose,
+                    done=done,
+                    first=len(segment_dirs(experiment_dir, state)),
+                )
+            finally:
+                if tracker is not None:
+                    tracker.finish_writes(timeout=10)
         if config.mlflow.enabled:
             _sync_lost_trial_runs(prepared, state, experiment_dir)
-        return _finish(prepared, experiment_dir, state, grid)
+        return _finish(prepared, experiment_dir, state, grid, tracker=tracker)
     finally:
         if started_ray:
             import ray
@@ -619,17 +646,26 @@ def _sync_lost_trial_runs(prepared: Prepared, state: dict[str, Any], experiment_
 
 def finished_since_snapshot(experiment_dir: Path) -> dict[str, dict[str, Any]]:
     """Journal records of trials that finished after Ray's last snapshot (Ray will run them again)."""
-    from ray.tune import ExperimentAnalysis
-
     from paretune.platform.journal import JOURNAL_FILE, TrialJournal
 
     journal = TrialJournal(experiment_dir / JOURNAL_FILE).load()
     done = {
         t.trial_id
-        for t in ExperimentAnalysis(str(experiment_dir)).trials
+        for segment in segment_dirs(experiment_dir)
+        for t in segment_trials(segment)
         if t.status in ("TERMINATED", "ERROR")
     }
     return {tid: rec for tid, rec in journal.items() if tid not in done}
+
+
+def known_trial_ids(experiment_dir: Path) -> set[str]:
+    """Every trial of the search: Ray's, in all segments, and the journal's."""
+    from paretune.platform.journal import JOURNAL_FILE, TrialJournal
+
+    ids = set(TrialJournal(experiment_dir / JOURNAL_FILE).load())
+    for segment in segment_dirs(experiment_dir):
+        ids.update(t.trial_id for t in segment_trials(segment))
+    return ids
 
 
 def report(experiment_dir: str | os.PathLike) -> SearchReport:
@@ -637,7 +673,133 @@ def report(experiment_dir: str | os.PathLike) -> SearchReport:
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, _ = load_experiment(experiment_dir)
     prepared = prepare(config)
-    return _report_from_grid(prepared, _result_grid(experiment_dir), experiment_dir)
+    return search_report(prepared, experiment_dir)
+
+
+# ---------------------------------------------------------------------- segments
+SEGMENTS_DIR = "segments"
+
+
+def segment_dirs(experiment_dir: Path, state: Mapping[str, Any] | None = None) -> list[Path]:
+    """The Ray Tune experiments of a search, in order (see ``search.segment_size``).
+
+    The first is the experiment directory itself; later ones are ``segments/segment-NNN``
+    inside it, listed in the paretune state file as they start.
+    """
+    if state is None:
+        state_path = experiment_dir / STATE_FILE
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    return [experiment_dir, *(experiment_dir / name for name in state.get("segments", []))]
+
+
+def segment_trials(segment: Path) -> list[Any]:
+    """Ray's trials of one segment (none when it saved no state yet)."""
+    from ray import tune
+    from ray.tune import ExperimentAnalysis
+
+    if not tune.Tuner.can_restore(str(segment)):
+        return []
+    return list(ExperimentAnalysis(str(segment)).trials)
+
+
+def _restorable_segment(experiment_dir: Path, state: dict[str, Any]) -> Path:
+    """The newest segment with Ray state; a later one that saved none is forgotten."""
+    from ray import tune
+
+    while state.get("segments") and not tune.Tuner.can_restore(
+        str(experiment_dir / state["segments"][-1])
+    ):
+        state["segments"].pop()  # the driver died as it started: it starts again
+        _write_state(experiment_dir, state)
+    newest = segment_dirs(experiment_dir, state)[-1]
+    if not tune.Tuner.can_restore(str(newest)):
+        raise ConfigError(f"{experiment_dir}: no Ray Tune experiment state to resume from")
+    return newest
+
+
+def _fit_segments(
+    prepared: Prepared,
+    searcher: Any,
+    state: dict[str, Any],
+    experiment_dir: Path,
+    *,
+    tracker: Any,
+    verbose: int,
+    done: int = 0,
+    first: int = 0,
+) -> Any:
+    """Run segments ``first``, ``first + 1``, ... until ``search.num_samples`` trials exist.
+
+    ``done`` trials exist already. Returns the last segment's ``ResultGrid`` (the earlier
+    ones are read back from disk for the report, see :func:`search_report`); a segment that
+    ends short (the searcher has nothing more to propose) is the last.
+    """
+    from paretune.platform.memory import release_free_heap
+
+    search = prepared.config.search
+    grid = None
+    segment = first
+    while done < search.num_samples:
+        size = min(search.segment_size, search.num_samples - done)
+        if segment > 0:
+            state.setdefault("segments", []).append(f"{SEGMENTS_DIR}/segment-{segment:03d}")
+            _write_state(experiment_dir, state)
+        grid = None  # the previous segment's trials go before the next one's come
+        release_free_heap()
+        tuner = _build_tuner(
+            prepared,
+            searcher,
+            state,
+            experiment_dir,
+            tracker=tracker,
+            verbose=verbose,
+            segment=segment,
+            num_samples=size,
+        )
+        grid = _fit(tuner)
+        del tuner
+        done += len(grid)
+        segment += 1
+        if len(grid) < size:
+            break
+    return grid
+
+
+def search_report(prepared: Prepared, experiment_dir: Path, last_grid: Any = None) -> SearchReport:
+    """The report of every segment's results and the journal-only trials.
+
+    ``last_grid``: the newest segment's ``ResultGrid`` when at hand (else read from disk).
+    Trials are numbered across segments in the order they were created.
+    """
+    from ray import tune
+
+    from paretune.platform.trainable import arch_from_config
+
+    space = prepared.space
+
+    def arch_of(config: Mapping[str, Any]) -> str:
+        return space.encode(arch_from_config(space, config))
+
+    segments = segment_dirs(experiment_dir)
+    rows: list[Any] = []
+    results: list[Any] = []
+    for i, segment in enumerate(segments):
+        if i == len(segments) - 1 and last_grid is not None:
+            part = list(last_grid)
+        elif tune.Tuner.can_restore(str(segment)):
+            part = list(_result_grid(segment))
+        else:
+            continue
+        rows += rows_from_results(part, prepared.objectives, arch_of, first_number=len(results))
+        results += part
+    # A trial that finished after Ray's last snapshot of a driver that then died is unknown to
+    # Ray after the resume, but its result is in the journal and the searcher was told (see
+    # ParetoSearcher): it belongs in the report.
+    rows += rows_from_results(
+        journal_only_results(experiment_dir, results), prepared.objectives, arch_of
+    )
+    rows.sort(key=lambda r: (r.number, r.trial_id))
+    return build_report(rows, prepared.objectives)
 
 
 def load_experiment(experiment_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -739,7 +901,10 @@ def _build_tuner(
     *,
     tracker: Any = None,
     verbose: int,
+    segment: int = 0,
+    num_samples: int | None = None,
 ) -> Any:
+    """The Tuner of one segment: the experiment directory itself, or ``segments/segment-NNN``."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
@@ -772,13 +937,13 @@ def _build_tuner(
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=cfg.search.num_samples,
+            num_samples=num_samples or cfg.search.num_samples,
             max_concurrent_trials=cfg.search.max_concurrent or default_concurrency(cfg),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=state["run_name"],
-            storage_path=state["storage"],
+            name=state["run_name"] if segment == 0 else f"segment-{segment:03d}",
+            storage_path=state["storage"] if segment == 0 else str(experiment_dir / SEGMENTS_DIR),
             failure_config=tune.FailureConfig(
                 max_failures=cfg.failure.max_failures, fail_fast=cfg.failure.fail_fast
             ),
@@ -786,27 +951,6 @@ def _build_tuner(
             verbose=verbose,
         ),
     )
-
-
-def _report_from_grid(
-    prepared: Prepared, grid: Any, experiment_dir: Path | None = None
-) -> SearchReport:
-    """The report of Ray's results, plus journal-only trials when ``experiment_dir`` is given.
-
-    A trial that finished after Ray's last snapshot of a driver that then died is unknown to
-    Ray after the resume, but its result is in the journal and the searcher was told (see
-    :class:`~paretune.search_algos.ray_searcher.ParetoSearcher`): it belongs in the report.
-    """
-    from paretune.platform.trainable import arch_from_config
-
-    space = prepared.space
-    results = list(grid)
-    if experiment_dir is not None:
-        results += journal_only_results(experiment_dir, results)
-    rows = rows_from_results(
-        results, prepared.objectives, lambda c: space.encode(arch_from_config(space, c))
-    )
-    return build_report(rows, prepared.objectives)
 
 
 def journal_only_results(experiment_dir: Path, results: list[Any]) -> list[Any]:
@@ -850,7 +994,7 @@ def _finish(
     its last trial writes while the report and plots are written here; then it is waited for.
     """
     cfg = prepared.config
-    rep = _report_from_grid(prepared, grid, experiment_dir)
+    rep = search_report(prepared, experiment_dir, grid)
     if tracker is not None and cfg.mlflow.enabled:
         tracker.log_cell_pictures({r.trial_id: r.arch for r in picture_rows(cfg, rep)})
     paths = rep.write(experiment_dir / "report")

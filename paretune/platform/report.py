@@ -49,9 +49,12 @@ def trial_number(trial_id: str, trial_path: str | None = None) -> int:
 
 
 def rows_from_results(
-    results: Iterable[Any], objectives: ObjectiveSet, arch_of: Any
+    results: Iterable[Any], objectives: ObjectiveSet, arch_of: Any, first_number: int = 0
 ) -> list[TrialRow]:
-    """Rows from Ray ``Result`` objects (a ``ResultGrid`` iterates over them)."""
+    """Rows from Ray ``Result`` objects (a ``ResultGrid`` iterates over them).
+
+    ``first_number`` is added to Ray's creation index (the trials of a later segment).
+    """
     rows = []
     for res in results:
         metrics = dict(res.metrics or {})
@@ -78,7 +81,7 @@ def rows_from_results(
         rows.append(
             TrialRow(
                 trial_id=trial_id,
-                number=trial_number(trial_id, res.path),
+                number=first_number + trial_number(trial_id, res.path),
                 arch=arch,
                 values={k: float(v) for k, v in values.items() if ok},
                 ok=ok,

@@ -53,18 +53,18 @@ def _trial_results(trial_dir: Path) -> list[dict[str, Any]]:
 
 def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
     """``{trial id: {"config", "results", "status", "error"}}`` from Ray's files and the journal."""
-    from ray.tune import ExperimentAnalysis
+    from paretune.platform.launcher import segment_dirs, segment_trials
 
     trials: dict[str, dict[str, Any]] = {}
-    analysis = ExperimentAnalysis(str(experiment_dir))
-    for trial in analysis.trials:
-        status = {"TERMINATED": "ok", "ERROR": "failed"}.get(trial.status, "interrupted")
-        trials[trial.trial_id] = {
-            "config": dict(trial.config),
-            "results": _trial_results(experiment_dir / trial.storage.trial_dir_name),
-            "status": status,
-            "error": None,
-        }
+    for segment in segment_dirs(experiment_dir):
+        for trial in segment_trials(segment):
+            status = {"TERMINATED": "ok", "ERROR": "failed"}.get(trial.status, "interrupted")
+            trials[trial.trial_id] = {
+                "config": dict(trial.config),
+                "results": _trial_results(segment / trial.storage.trial_dir_name),
+                "status": status,
+                "error": None,
+            }
     for trial_id, record in TrialJournal(experiment_dir / JOURNAL_FILE).load().items():
         entry = trials.setdefault(
             trial_id,
@@ -85,13 +85,12 @@ def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
 def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> SyncSummary:
     """Bring MLflow up to date with the experiment directory; see the module docstring."""
     from paretune.platform.launcher import (
-        _report_from_grid,
-        _result_grid,
         _write_state,
         finish_parent_run,
         load_experiment,
         open_parent_run,
         prepare,
+        search_report,
     )
 
     experiment_dir = Path(experiment_dir).expanduser().resolve()
@@ -122,7 +121,7 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
     summary = SyncSummary(uri, parent_id)
     sync_trial_runs(client, prepared, exp_id, parent_id, experiment_dir, summary)
 
-    rep = _report_from_grid(prepared, _result_grid(experiment_dir), experiment_dir)
+    rep = search_report(prepared, experiment_dir)
     paths = rep.write(experiment_dir / "report")
     finish_parent_run(config, sync_state, rep, paths, experiment_dir)
     return summary

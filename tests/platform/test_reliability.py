@@ -281,6 +281,82 @@ def test_resume_after_the_driver_is_killed(
     assert MlflowClient(mlflow_uri).get_run(result.parent_run_id).info.status == "FINISHED"
 
 
+# ---------------------------------------------------------------------- segments
+def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp_path):
+    from paretune.platform.launcher import report, segment_dirs
+    from paretune.platform.sync import sync_mlflow
+
+    data = tabular(nb201_path, tmp_path, mlflow_uri, search={"num_samples": 23, "segment_size": 10})
+    result = run(config_from_dict(data), verbose=0)
+    experiment_dir = result.experiment_dir
+    segments = segment_dirs(experiment_dir)
+    assert [p.relative_to(experiment_dir).as_posix() for p in segments[1:]] == [
+        "segments/segment-001",
+        "segments/segment-002",
+    ]
+    rows = result.report.rows
+    assert sorted(r.number for r in rows) == list(range(1, 24))  # numbered across segments
+    assert len({r.arch for r in rows}) == 23  # one searcher throughout: no repeats
+    history = searcher_state(segments[-1])["engine"]["history"]
+    assert len(history) == 23
+    again = report(experiment_dir)
+    assert [(r.trial_id, r.number, r.values) for r in again.rows] == [
+        (r.trial_id, r.number, r.values) for r in rows
+    ]
+    runs = trial_runs(mlflow_uri, result.mlflow_experiment_id, result.parent_run_id)
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(r.trial_id for r in rows)
+    # sync-mlflow rebuilds the whole search, every segment, in another store.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    summary = sync_mlflow(experiment_dir, tracking_uri=other)
+    rebuilt = trial_runs(
+        other,
+        MlflowClient(other).get_run(summary.parent_run_id).info.experiment_id,
+        summary.parent_run_id,
+    )
+    assert sorted(r.data.tags["trial_id"] for r in rebuilt) == sorted(r.trial_id for r in rows)
+
+
+def test_resume_in_a_later_segment(ray_cluster, nb201_path, mlflow_uri, tmp_path):
+    data = tabular(
+        nb201_path,
+        tmp_path,
+        mlflow_uri,
+        search={"num_samples": 16, "max_concurrent": 2, "segment_size": 6},
+        faults={"delay_s": 0.4},
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    proc = _start_search(cfg, tmp_path, ray_cluster.address)
+
+    def in_second_segment() -> bool:
+        d = _experiment_dir(tmp_path)
+        if not d or not (d / JOURNAL_FILE).is_file():
+            return False
+        snapshot = glob.glob(str(d / "segments" / "segment-001" / "searcher-state-*"))
+        return len(TrialJournal(d / JOURNAL_FILE).load()) >= 8 and bool(snapshot)
+
+    wait_for(in_second_segment, 180, "8 finished trials and a snapshot of segment 1")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    experiment_dir = _experiment_dir(tmp_path)
+    before = TrialJournal(experiment_dir / JOURNAL_FILE).load()
+    assert 6 < len(before) < 16
+
+    result = resume(experiment_dir, verbose=0)
+
+    rows = {r.trial_id: r for r in result.report.rows}
+    assert len(rows) == 16 and all(r.ok for r in rows.values())
+    assert set(before) <= set(rows)
+    assert sorted(r.number for r in rows.values()) == list(range(1, 17))
+    state = json.loads((experiment_dir / "paretune.json").read_text())
+    assert state["segments"] == ["segments/segment-001", "segments/segment-002"]
+    history = searcher_state(experiment_dir / state["segments"][-1])["engine"]["history"]
+    assert len({tuple(r["proposal"]["arch"]) for r in history}) == len(history) == 16
+    runs = trial_runs(mlflow_uri, result.mlflow_experiment_id, result.parent_run_id)
+    run_trials = [r.data.tags["trial_id"] for r in runs]
+    assert len(run_trials) == len(set(run_trials)) and set(rows) <= set(run_trials)
+
+
 # ---------------------------------------------------------------------- MLflow outage
 def _start_mlflow_server(db: Path, port: int, artifacts: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
