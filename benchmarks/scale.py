@@ -78,6 +78,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=2000)
     p.add_argument("--in-flight", type=int, default=8)
+    p.add_argument(
+        "--segment-size", type=int, default=None, help="search.segment_size (default: the config's)"
+    )
     p.add_argument("--table", default=os.environ.get("PARETUNE_NB201"))
     args = p.parse_args()
     if not args.table:
@@ -114,6 +117,7 @@ def main() -> None:
                         "algorithm": "random",
                         "num_samples": args.trials,
                         "max_concurrent": args.in_flight,
+                        **({"segment_size": args.segment_size} if args.segment_size else {}),
                     },
                     "resources": {"cpu": 1},
                     "storage": {"path": str(workdir / "runs")},

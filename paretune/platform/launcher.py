@@ -427,12 +427,14 @@ def finish_parent_run(
     experiment_dir: Path | None = None,
     *,
     pictured: Collection[str] = (),
+    drawn: Mapping[str, bytes] | None = None,
     known_tags: Mapping[str, str] | None = None,
     known_runs: Mapping[str, str] | None = None,
 ) -> None:
     """Summary, front tags, cell pictures, front models and artifacts; ends the parent run.
 
     ``pictured``: trials whose runs already have their cell picture (the tracker's writer).
+    ``drawn``: cell pictures already drawn (``{arch: PNG}``); the others are drawn here.
     ``known_tags``: ``{trial id: pareto tag}`` known to be written (none are read back).
     ``known_runs``: ``{trial id: run id}`` of every trial run, all complete (from the tracker
     of a fresh search); without it the runs are looked up and unfinished ones ended.
@@ -478,6 +480,7 @@ def finish_parent_run(
                 for r in picture_rows(config, report)
                 if r.trial_id in run_of and r.trial_id not in pictured
             },
+            drawn=drawn,
         )
         if config.evaluator.kind == "train" and config.models.log_front:
             artifacts.log_front_models(
@@ -697,9 +700,12 @@ def segment_trials(segment: Path) -> list[Any]:
     from ray import tune
     from ray.tune import ExperimentAnalysis
 
+    from paretune.platform.memory import without_result_dataframes
+
     if not tune.Tuner.can_restore(str(segment)):
         return []
-    return list(ExperimentAnalysis(str(segment)).trials)
+    with without_result_dataframes():
+        return list(ExperimentAnalysis(str(segment)).trials)
 
 
 def _restorable_segment(experiment_dir: Path, state: dict[str, Any]) -> Path:
@@ -822,7 +828,10 @@ def _write_state(experiment_dir: Path, state: dict[str, Any]) -> None:
 def _result_grid(experiment_dir: Path) -> Any:
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    return ResultGrid(ExperimentAnalysis(str(experiment_dir)))
+    from paretune.platform.memory import without_result_dataframes
+
+    with without_result_dataframes():
+        return ResultGrid(ExperimentAnalysis(str(experiment_dir)))
 
 
 def _trainable(
@@ -869,10 +878,11 @@ def default_concurrency(config: ExperimentConfig) -> int:
 
 
 def _fit(tuner: Any) -> Any:
-    """``tuner.fit()`` without Ray's TensorBoard logger (see :mod:`paretune.platform.memory`)."""
-    from paretune.platform.memory import without_tensorboard
+    """``tuner.fit()`` without Ray's TensorBoard logger or result DataFrames (see
+    :mod:`paretune.platform.memory`)."""
+    from paretune.platform.memory import without_result_dataframes, without_tensorboard
 
-    with without_tensorboard():
+    with without_tensorboard(), without_result_dataframes():
         return tuner.fit()
 
 
@@ -990,17 +1000,26 @@ def _finish(
 ) -> RunResult:
     """Report, plots and the parent run's end.
 
-    With the ``tracker`` of :func:`run`, the writer draws and logs the cell pictures after
+    With the ``tracker`` of :func:`run`, the writer draws and logs most cell pictures after
     its last trial writes while the report and plots are written here; then it is waited for.
     """
+    from paretune.platform import artifacts
+
     cfg = prepared.config
     rep = search_report(prepared, experiment_dir, grid)
-    if tracker is not None and cfg.mlflow.enabled:
-        tracker.log_cell_pictures({r.trial_id: r.arch for r in picture_rows(cfg, rep)})
+    pictures = picture_rows(cfg, rep) if cfg.mlflow.enabled else []
+    # The writer draws two thirds of the cell pictures while the report and its plots are
+    # written here, the driver the rest after them: about the same time each.
+    share = -(-len(pictures) * 2 // 3) if tracker is not None else 0
+    if share:
+        tracker.log_cell_pictures({r.trial_id: r.arch for r in pictures[:share]})
     paths = rep.write(experiment_dir / "report")
     write_searcher_inspection(prepared, experiment_dir)
     if cfg.mlflow.enabled:
         try:
+            drawn = (
+                artifacts.draw_cell_pictures(r.arch for r in pictures[share:]) if share else None
+            )
             known_tags = known_runs = None
             pictured: Collection[str] = ()
             if tracker is not None and tracker.finish_writes():
@@ -1013,6 +1032,7 @@ def _finish(
                 paths,
                 experiment_dir,
                 pictured=pictured,
+                drawn=drawn,
                 known_tags=known_tags,
                 known_runs=known_runs,
             )

@@ -5,14 +5,35 @@ only useful while the trial runs. Measured on Ray 2.x with a tabular search (tra
 sizes per finished trial): ``run_metadata.metric_n_steps`` (two ``deque`` windows per numeric
 metric, about 30 KB), the object reference of the trial's default result, and one placement
 group factory object per trial. :class:`TrimFinishedTrials` drops those as a trial finishes.
-What stays per trial (the ``Trial`` object, its config, last result and storage context, about
-10 KB) is Ray's own and is needed for the experiment checkpoint, ``Tuner.restore`` and the
-final ``ResultGrid``.
 
-The driver's resident memory also grows with heap fragmentation: Ray uploads the experiment
-state (a JSON of every trial) from a new thread each time, and glibc gives each thread an
-arena of that size. The callback hands free heap pages back to the system (``malloc_trim``)
-every ``trim_every_s`` seconds where glibc is the C library.
+Ray also gives every trial its own copies of what is equal between trials (its search
+generator deep-copies the experiment spec per trial): the storage context's syncer, sync
+settings and file system, the checkpoint settings, the keys and repeated values of the last
+result (``last-5-avg`` and such in the running statistics too), the config inside the last
+result and a second, unresolved copy of the config. The callback makes equal ones one object
+(Python blocks left per trial: about 140 before, 108 after, benchmarks/scale.py). Ray's JSON
+encoder also leaves one log-once key per trial in ``ray.util.debug`` (about 600 bytes, the
+storage context's repr): :func:`forget_encoder_log_keys` drops them.
+
+What stays per trial is Ray's own and is needed for the experiment checkpoint,
+``Tuner.restore`` and the final ``ResultGrid``: the ``Trial`` object, its config, last result
+and storage context (about 5 KB), and above all the trial's experiment-state JSON, which the
+controller caches per trial (``TuneController._trial_metadata``: the trial's state and its run
+metadata, indented JSON with the pickled storage context in hex, about 6 KB). No callback
+reaches that cache; the launcher therefore runs a long search as several ``Tuner.fit``
+segments (``search.segment_size``), each freeing its trials when it ends.
+
+Resident memory also grows in steps when Ray saves the experiment state (every 10 s or
+more): the save builds the JSON of every trial (about 3.5 KB of transient Python objects per
+trial) and a new thread copies the whole driver staging folder, every trial's result files
+included, to the storage path (``pyarrow.fs.copy_files``; its file listing and copy tasks take
+about 8 KB of C++ heap per trial while it runs). Both are freed, but glibc raises its mmap and
+trim thresholds as large blocks come and go (up to 32 and 64 MB) and keeps freed heap that
+way: :func:`fix_malloc_thresholds` fixes them (128 KB, 1 MB) when the search starts (measured:
+resident memory right after a copy of 2,000 trials' files +12 MB instead of +16 MB, and a
+lower end of the search), and the callback hands free pages of every arena back to the
+system (``malloc_trim``) every ``trim_every_s`` seconds; both only where glibc is the C
+library. These steps, which grow with the number of trials, are Ray's and stay.
 
 :func:`without_tensorboard` stops Ray from adding its TensorBoard logger (one event-file writer
 thread per trial); paretune tracks trials in MLflow, and Ray's JSON and CSV results, which
@@ -29,6 +50,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ray import cloudpickle
 from ray.tune import Callback
 
 
@@ -37,7 +59,8 @@ class TrimFinishedTrials(Callback):
 
     Ray calls every callback before it marks the trial finished and saves its state, so the
     saved state is the trimmed one. Callbacks before it see the whole trial; it keeps what
-    they read (config, last result, error).
+    they read (config, last result, error), with equal parts shared between trials. At the
+    start of the search it fixes glibc's malloc thresholds (:func:`fix_malloc_thresholds`).
 
     Args:
         keep_metrics: when given, a finished trial keeps Ray's running statistics
@@ -53,6 +76,8 @@ class TrimFinishedTrials(Callback):
         self.keep_metrics = None if keep_metrics is None else frozenset(keep_metrics)
         self.trim_every_s = trim_every_s
         self._shared_pgf: dict[Any, Any] = {}
+        self._shared_objs: dict[tuple[type, bytes], Any] = {}
+        self._strings: dict[str, str] = {}
         self._last_trim = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:  # pickled with the tuner
@@ -86,22 +111,99 @@ class TrimFinishedTrials(Callback):
             reported = any(k != "trial_id" for k in (meta.last_result or {}))
             if future is not None and not isinstance(future, dict) and reported:
                 trial._default_result_or_future = None
+            if isinstance(meta.last_result, dict) and reported:
+                meta.last_result = self._shared_result(meta.last_result, trial)
+            meta.metric_analysis = {
+                self._share_str(k): {self._share_str(s): v for s, v in stats.items()}
+                for k, stats in meta.metric_analysis.items()
+            }
+            manager = getattr(meta, "checkpoint_manager", None)
+            if manager is not None and hasattr(manager, "_checkpoint_config"):
+                manager._checkpoint_config = self._share_obj(manager._checkpoint_config)
         pgf = getattr(trial, "placement_group_factory", None)
         if pgf is not None:
             # Equal factories compare and hash equal: one shared object serves them all.
             trial.placement_group_factory = self._shared_pgf.setdefault(pgf, pgf)
+        # Ray keeps the config twice (resolved and not): equal ones become one object.
+        unresolved = "_Trial__unresolved_config"
+        if trial.__dict__.get(unresolved) is not trial.config and (
+            trial.__dict__.get(unresolved) == trial.config
+        ):
+            trial.__dict__[unresolved] = trial.config
+        storage = getattr(trial, "storage", None)
+        for name in ("sync_config", "syncer", "storage_filesystem"):
+            if storage is not None and getattr(storage, name, None) is not None:
+                setattr(storage, name, self._share_obj(getattr(storage, name)))
+
+    def _share_str(self, s: Any) -> Any:
+        """The first equal string seen (a bounded cache: names and repeated values)."""
+        if not isinstance(s, str) or len(s) > _SHARED_STR_LEN:
+            return s
+        got = self._strings.get(s)
+        if got is None:
+            if len(self._strings) >= _SHARED_STRINGS:
+                return s
+            self._strings[s] = got = s
+        return got
+
+    def _shared_result(self, result: dict, trial: Any) -> dict:
+        """``result`` with its keys and short string values shared between trials."""
+        out = {self._share_str(k): self._share_str(v) for k, v in result.items()}
+        if isinstance(out.get("config"), dict) and out["config"] == trial.config:
+            out["config"] = trial.config  # Ray's copy of the trial's config
+        return out
+
+    def _share_obj(self, obj: Any) -> Any:
+        """One object for all equal ones (equal: the same pickle), or ``obj`` itself."""
+        try:
+            key = (type(obj), cloudpickle.dumps(obj))
+        except Exception:  # noqa: BLE001 - not picklable: keep it as it is
+            return obj
+        if key not in self._shared_objs and len(self._shared_objs) >= _SHARED_OBJECTS:
+            return obj
+        return self._shared_objs.setdefault(key, obj)
+
+    def setup(self, **info: Any) -> None:
+        fix_malloc_thresholds()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.trim_every_s and time.monotonic() - self._last_trim > self.trim_every_s:
             self._last_trim = time.monotonic()
+            forget_encoder_log_keys()
             release_free_heap()
+
+
+# Strings shared by TrimFinishedTrials: result keys and repeated values are short and few.
+_SHARED_STR_LEN = 256
+_SHARED_STRINGS = 4096
+_SHARED_OBJECTS = 64  # distinct storage and checkpoint settings (one or two in a search)
+
+
+def forget_encoder_log_keys() -> int:
+    """Drop the keys Ray's JSON encoder leaves in ``ray.util.debug``'s log-once set.
+
+    ``TuneFunctionEncoder`` adds ``tune_func_encode:<repr of the object>`` for every object
+    it pickles, and a trial's storage context has a repr of its own: one key (about 600
+    bytes) per trial, kept for good. Forgetting them only means that its debug message
+    ("Falling back to cloudpickle") may be logged again.
+    """
+    try:
+        from ray.util import debug
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return 0
+    logged = getattr(debug, "_logged", None)
+    if not isinstance(logged, set):
+        return 0
+    stale = [k for k in list(logged) if isinstance(k, str) and k.startswith("tune_func_encode:")]
+    logged.difference_update(stale)
+    return len(stale)
 
 
 _LIBC: Any = None
 
 
-def release_free_heap() -> bool:
-    """Give free heap pages of every malloc arena back to the system (glibc only)."""
+def _glibc() -> Any:
+    """glibc through ctypes, or False where the C library is another."""
     global _LIBC
     if _LIBC is None:
         name = ctypes.util.find_library("c")
@@ -109,11 +211,58 @@ def release_free_heap() -> bool:
             libc = ctypes.CDLL(name) if name else None
         except OSError:
             libc = None
-        _LIBC = libc if libc is not None and hasattr(libc, "malloc_trim") else False
-    if not _LIBC:
+        ok = libc is not None and all(hasattr(libc, f) for f in ("malloc_trim", "mallopt"))
+        _LIBC = libc if ok else False
+    return _LIBC
+
+
+def release_free_heap() -> bool:
+    """Give free heap pages of every malloc arena back to the system (glibc only)."""
+    libc = _glibc()
+    if not libc:
         return False
-    _LIBC.malloc_trim(0)
+    libc.malloc_trim(0)
     return True
+
+
+# glibc's mallopt parameters (malloc.h) and the values set.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+TRIM_THRESHOLD = 1024 * 1024
+
+
+def fix_malloc_thresholds() -> bool:
+    """Fixed mmap and trim thresholds for glibc's malloc in this process (glibc only)."""
+    libc = _glibc()
+    if not libc:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+
+
+@contextlib.contextmanager
+def without_result_dataframes() -> Iterator[None]:
+    """Within: Ray's ``ExperimentAnalysis`` reads no trial's result history into pandas.
+
+    ``Tuner.fit`` ends, and reading an experiment back begins, with an ``ExperimentAnalysis``
+    that loads every trial's ``result.json`` into a DataFrame (for ``Result.metrics_dataframe``,
+    which paretune never reads): seconds of CPU and tens of MB per thousand trials at the end
+    of each segment, part of which the heap keeps. Results themselves (``last_result``, the
+    config, the path) are unaffected. Where Ray has no such method this does nothing.
+    """
+    from ray.tune.analysis import experiment_analysis
+
+    cls = experiment_analysis.ExperimentAnalysis
+    original = cls.__dict__.get("_fetch_trial_dataframes")
+    if original is None:
+        yield
+        return
+    cls._fetch_trial_dataframes = lambda self: {}
+    try:
+        yield
+    finally:
+        cls._fetch_trial_dataframes = original
 
 
 @contextlib.contextmanager

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 from ray import tune
 
-from paretune.platform.memory import TrimFinishedTrials, release_free_heap, without_tensorboard
+from paretune.platform.memory import (
+    TrimFinishedTrials,
+    fix_malloc_thresholds,
+    forget_encoder_log_keys,
+    release_free_heap,
+    without_result_dataframes,
+    without_tensorboard,
+)
 
 
 def trainable(config):
@@ -52,6 +59,20 @@ def test_finished_trials_are_trimmed_and_results_stay(ray_session, tmp_path):
         assert t.run_metadata.metric_analysis["score"]["max"] == 3 * t.config["x"]
         assert t._default_result_or_future is None
     assert len({id(t.placement_group_factory) for t in keep.trials}) == 1  # one shared object
+    # Equal things are one object: result keys, settings, Ray's second copy of the config.
+    first, *others = keep.trials
+    key = next(k for k in first.run_metadata.last_result if k == "score")
+    for t in others:
+        assert next(k for k in t.run_metadata.last_result if k == "score") is key
+        assert t.storage.syncer is first.storage.syncer
+        assert t.storage.sync_config is first.storage.sync_config
+        ckpt = t.run_metadata.checkpoint_manager._checkpoint_config
+        assert ckpt is first.run_metadata.checkpoint_manager._checkpoint_config
+    for t in keep.trials:
+        assert t.run_metadata.last_result["config"] is t.config
+        assert t.__dict__["_Trial__unresolved_config"] is t.config
+        assert t.storage.trial_dir_name  # each trial keeps its own directory
+    assert len({t.storage.trial_dir_name for t in keep.trials}) == 6
     assert sorted(r.metrics["score"] for r in grid) == [3, 6, 9, 12, 15, 18]
     assert {r.metrics["other"] for r in grid} == {1.0}  # results are whole
     assert grid.get_best_result("score", "max").config == {"x": 6}
@@ -73,3 +94,38 @@ def test_release_free_heap_runs_here():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc_trim is glibc's; other C libraries are left alone")
     assert release_free_heap() is True
+
+
+def test_forget_encoder_log_keys_drops_only_the_encoders():
+    from ray.util import debug
+
+    debug._logged.update({"tune_func_encode:<StorageContext x>", "some_other_key"})
+    assert forget_encoder_log_keys() >= 1
+    assert "some_other_key" in debug._logged
+    assert not any(k.startswith("tune_func_encode:") for k in debug._logged)
+    debug._logged.discard("some_other_key")
+
+
+def test_fix_malloc_thresholds_runs_here():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's; other C libraries are left alone")
+    assert fix_malloc_thresholds() is True
+
+
+def test_without_result_dataframes_skips_only_the_dataframes(ray_session, tmp_path):
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"x": tune.grid_search([1, 2])},
+        run_config=tune.RunConfig(name="frames", storage_path=str(tmp_path), verbose=0),
+    )
+    with without_result_dataframes():
+        grid = tuner.fit()
+    assert sorted(r.metrics["score"] for r in grid) == [3, 6]  # results are whole
+    assert all(r.metrics_dataframe is None for r in grid)
+    # Outside it Ray reads them again, as usual.
+    again = ResultGrid(ExperimentAnalysis(str(tmp_path / "frames")))
+    assert all(len(r.metrics_dataframe) == 3 for r in again)
