@@ -19,7 +19,7 @@ def nb201_path() -> Path:
     value = os.environ.get("PARETUNE_NB201")
     if not value:
         pytest.skip(NB201_HINT)
-    p = Path(value)
+    p = Path(value).resolve()  # tests also run subprocesses in other folders
     if p.is_dir():
         p = p / "nb201.csv.gz"
     if not p.is_file():

@@ -596,7 +596,7 @@ def resume(experiment_dir: str | os.PathLike, *, verbose: int = 1) -> RunResult:
         del tuner
         tracker = None
         done = len(known_trial_ids(experiment_dir))
-        if done < config.search.num_samples and len(grid) > 0:
+        if done < config.search.num_samples:
             # Segments still to come: the searcher as the restored segment left it.
             searcher = make_searcher(prepared)
             if isinstance(searcher, ParetoSearcher):

@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# MLflow's limits for one log_batch: a run with more goes through the client calls.
+# MLflow's limits for one log_batch (the writer splits bigger batches; a run with more is
+# not inserted whole).
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 
 

@@ -43,10 +43,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from paretune.platform.mlflow_sql import MAX_METRICS, MAX_PARAMS, MAX_TAGS
+
 Emit = Callable[[tuple], None]
 
-# MLflow's limits per log_batch call.
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 # Writes wait for up to BATCH_N trials or BATCH_S seconds (see WriterCore).
 BATCH_S, BATCH_N = 2.0, 32
 # A released writer process exits after this many seconds without a new session.
