@@ -4,9 +4,15 @@ Runs ``--trials`` (default 2,000) NB201 table trials with ``--in-flight`` (defau
 through ``paretune.platform.launcher.run`` (Ray Tune, the paretune searcher, the journal and
 MLflow tracking to a real ``mlflow server`` process on loopback), samples the driver's resident
 memory while it runs and prints: trials per second, driver memory at the start, its peak while
-trials run and at the end, the growth per 1,000 trials (least-squares slope over the samples
-taken while trials run), and how many MLflow runs exist (every trial must have one, none may be
-missing).
+trials run and at the end, its growth per 1,000 trials, and how many MLflow runs exist (every
+trial must have one, none may be missing).
+
+A long search runs as ``Tuner.fit`` segments (``search.segment_size``): within a segment Ray
+keeps every trial (about 20 KB of resident memory each), and the segment frees them when it
+ends, so memory is a saw whose teeth are as long as a segment. Growth is therefore given two
+ways: the least-squares slope over every sample after the first 20% of trials, and the slope
+of the memory at the start of each segment after the first (the low point of each tooth:
+what the driver keeps from one segment to the next), with those values listed.
 
     PARETUNE_NB201=../shared/benchmarks/nb201 python benchmarks/scale.py --trials 2000
 """
@@ -163,6 +169,17 @@ def main() -> None:
     pts = np.array([s for s in samples if 0.2 * args.trials < s[0] < args.trials], dtype=float)
     peak_rss = max((s[1] for s in samples if s[0] < args.trials), default=float("nan"))
     slope = float(np.polyfit(pts[:, 0], pts[:, 1], 1)[0] * 1000) if len(pts) > 3 else float("nan")
+    # Memory at the start of each later segment: the lowest sample of its first fifth.
+    size = cfg.search.segment_size
+    starts = []
+    for k in range(1, (args.trials - 1) // size + 1):
+        low = [r for d, r in samples if k * size <= d < k * size + size / 5]
+        if low:
+            starts.append((k * size, min(low)))
+    start_slope = float("nan")
+    if len(starts) > 1:
+        xs, ys = zip(*starts, strict=True)
+        start_slope = float(np.polyfit(xs, ys, 1)[0] * 1000)
     rows = result.report.rows
     finished = sum(1 for r in runs.values() if r[1] == "FINISHED")
     print(
@@ -178,6 +195,12 @@ def main() -> None:
     print(
         f"{'driver RSS growth per 1,000 trials (MB)':<40}{slope:>12.2f}"
         f"   (least squares over {len(pts)} samples after the first 20% of trials)"
+    )
+    print(
+        f"{'  ... at the start of each segment':<40}{start_slope:>12.2f}"
+        f"   (segments of {size}; MB at trial "
+        + ", ".join(f"{d}: {r:.1f}" for d, r in starts)
+        + ")"
     )
     print(f"{'MLflow trial runs / FINISHED':<40}{len(runs):>6} / {finished:<5}")
     missing = len(rows) - len(runs)

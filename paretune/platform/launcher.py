@@ -9,6 +9,7 @@ rebuilds the report from disk.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -740,7 +741,7 @@ def _fit_segments(
     ones are read back from disk for the report, see :func:`search_report`); a segment that
     ends short (the searcher has nothing more to propose) is the last.
     """
-    from paretune.platform.memory import release_free_heap
+    from paretune.platform.memory import forget_encoder_log_keys, release_free_heap
 
     search = prepared.config.search
     grid = None
@@ -751,6 +752,8 @@ def _fit_segments(
             state.setdefault("segments", []).append(f"{SEGMENTS_DIR}/segment-{segment:03d}")
             _write_state(experiment_dir, state)
         grid = None  # the previous segment's trials go before the next one's come
+        gc.collect()  # Ray leaves the finished segment in reference cycles
+        forget_encoder_log_keys()  # those its final save of the experiment state added
         release_free_heap()
         tuner = _build_tuner(
             prepared,
@@ -768,6 +771,7 @@ def _fit_segments(
         segment += 1
         if len(grid) < size:
             break
+    forget_encoder_log_keys()
     return grid
 
 

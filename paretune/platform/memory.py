@@ -21,7 +21,13 @@ and storage context (about 5 KB), and above all the trial's experiment-state JSO
 controller caches per trial (``TuneController._trial_metadata``: the trial's state and its run
 metadata, indented JSON with the pickled storage context in hex, about 6 KB). No callback
 reaches that cache; the launcher therefore runs a long search as several ``Tuner.fit``
-segments (``search.segment_size``), each freeing its trials when it ends.
+segments (``search.segment_size``), each freeing its trials when it ends. Freeing needs a
+full garbage collection: in a long fit Ray leaves the controller with its trials in reference
+cycles (measured: all 500 trials of a 500-trial segment, with their storage contexts and run
+metadata, still there as garbage when the next segment started), and the collector's own
+full collections come seldom in a driver of half a million objects. What the driver then
+keeps from segment to segment is the searcher's history and the MLflow tracker's trial ids
+(about 2 to 4.5 KB of Python objects per trial, tracemalloc).
 
 Resident memory also grows in steps when Ray saves the experiment state (every 10 s or
 more): the save builds the JSON of every trial (about 3.5 KB of transient Python objects per

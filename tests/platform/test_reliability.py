@@ -3,6 +3,7 @@ outages and GPU placement over several Ray nodes (the session cluster of conftes
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import os
@@ -282,12 +283,42 @@ def test_resume_after_the_driver_is_killed(
 
 
 # ---------------------------------------------------------------------- segments
-def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp_path):
+def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp_path, monkeypatch):
+    from ray.tune.experiment import Trial
+
+    from paretune.platform import launcher
     from paretune.platform.launcher import report, segment_dirs
+    from paretune.platform.memory import TrimFinishedTrials
     from paretune.platform.sync import sync_mlflow
 
+    # Each segment's trials are freed before the next segment starts. At scale Ray leaves
+    # them in reference cycles, which only a full collection frees, and in a long search that
+    # comes seldom. Here every finished trial is put in a cycle of its own and automatic
+    # collection is off: none may be left, not even as garbage, when the next Tuner is built.
+    trim = TrimFinishedTrials._trim
+
+    def trim_and_cycle(self, trial, **kwargs):
+        trim(self, trial, **kwargs)
+        trial.__dict__["_test_cycle"] = trial
+
+    monkeypatch.setattr(TrimFinishedTrials, "_trim", trim_and_cycle)
+    live_at_start: list[set[str]] = []  # trial ids only: no reference that keeps one alive
+    build_tuner = launcher._build_tuner
+
+    def noting_build_tuner(*args, **kwargs):
+        live_at_start.append({o.trial_id for o in gc.get_objects() if isinstance(o, Trial)})
+        return build_tuner(*args, **kwargs)
+
+    monkeypatch.setattr(launcher, "_build_tuner", noting_build_tuner)
     data = tabular(nb201_path, tmp_path, mlflow_uri, search={"num_samples": 23, "segment_size": 10})
-    result = run(config_from_dict(data), verbose=0)
+    gc.disable()
+    try:
+        result = run(config_from_dict(data), verbose=0)
+    finally:
+        gc.enable()
+    ours = {r.trial_id for r in result.report.rows}
+    assert len(live_at_start) == 3
+    assert [ours & live for live in live_at_start] == [set(), set(), set()]
     experiment_dir = result.experiment_dir
     segments = segment_dirs(experiment_dir)
     assert [p.relative_to(experiment_dir).as_posix() for p in segments[1:]] == [
