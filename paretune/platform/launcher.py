@@ -804,10 +804,13 @@ def search_report(prepared: Prepared, experiment_dir: Path, last_grid: Any = Non
         results += part
     # A trial that finished after Ray's last snapshot of a driver that then died is unknown to
     # Ray after the resume, but its result is in the journal and the searcher was told (see
-    # ParetoSearcher): it belongs in the report.
-    rows += rows_from_results(
-        journal_only_results(experiment_dir, results), prepared.objectives, arch_of
-    )
+    # ParetoSearcher): it belongs in the report. Its creation index died with Ray's state, so
+    # it is numbered after the trials Ray knows, in the journal's order.
+    last = max((r.number for r in rows), default=0)
+    for i, res in enumerate(journal_only_results(experiment_dir, results), start=1):
+        (row,) = rows_from_results([res], prepared.objectives, arch_of)
+        row.number = last + i
+        rows.append(row)
     rows.sort(key=lambda r: (r.number, r.trial_id))
     return build_report(rows, prepared.objectives)
 

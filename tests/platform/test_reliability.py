@@ -345,6 +345,14 @@ def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp
         summary.parent_run_id,
     )
     assert sorted(r.data.tags["trial_id"] for r in rebuilt) == sorted(r.trial_id for r in rows)
+    # A trial only the journal knows (it finished after Ray's last snapshot of a driver that
+    # died) is numbered after Ray's trials, never 0 nor twice.
+    journal = TrialJournal(experiment_dir / JOURNAL_FILE)
+    record = journal.load()[rows[0].trial_id]
+    journal.append("0000beef", "ok", record["result"], None, record["config"])
+    numbers = {r.trial_id: r.number for r in report(experiment_dir).rows}
+    assert numbers.pop("0000beef") == 24
+    assert numbers == {r.trial_id: r.number for r in rows}
 
 
 def test_resume_in_a_later_segment(ray_cluster, nb201_path, mlflow_uri, tmp_path):
