@@ -741,7 +741,7 @@ def _fit_segments(
     ones are read back from disk for the report, see :func:`search_report`); a segment that
     ends short (the searcher has nothing more to propose) is the last.
     """
-    from paretune.platform.memory import forget_encoder_log_keys, release_free_heap
+    from paretune.platform.memory import release_free_heap
 
     search = prepared.config.search
     grid = None
@@ -753,7 +753,6 @@ def _fit_segments(
             _write_state(experiment_dir, state)
         grid = None  # the previous segment's trials go before the next one's come
         gc.collect()  # Ray leaves the finished segment in reference cycles
-        forget_encoder_log_keys()  # those its final save of the experiment state added
         release_free_heap()
         tuner = _build_tuner(
             prepared,
@@ -771,7 +770,6 @@ def _fit_segments(
         segment += 1
         if len(grid) < size:
             break
-    forget_encoder_log_keys()
     return grid
 
 
@@ -885,12 +883,18 @@ def default_concurrency(config: ExperimentConfig) -> int:
 
 
 def _fit(tuner: Any) -> Any:
-    """``tuner.fit()`` without Ray's TensorBoard logger or result DataFrames (see
-    :mod:`paretune.platform.memory`)."""
-    from paretune.platform.memory import without_result_dataframes, without_tensorboard
+    """``tuner.fit()`` without Ray's TensorBoard logger or result DataFrames, and without the
+    log-once keys of its final experiment-state save (see :mod:`paretune.platform.memory`)."""
+    from paretune.platform.memory import (
+        forget_encoder_log_keys,
+        without_result_dataframes,
+        without_tensorboard,
+    )
 
     with without_tensorboard(), without_result_dataframes():
-        return tuner.fit()
+        grid = tuner.fit()
+    forget_encoder_log_keys()
+    return grid
 
 
 def make_tracker(prepared: Prepared, state: dict[str, Any]) -> Any:
