@@ -12,7 +12,8 @@ keeps every trial (about 20 KB of resident memory each), and the segment frees t
 ends, so memory is a saw whose teeth are as long as a segment. Growth is therefore given two
 ways: the least-squares slope over every sample after the first 20% of trials, and the slope
 of the memory at the start of each segment after the first (the low point of each tooth:
-what the driver keeps from one segment to the next), with those values listed.
+what the driver keeps from one segment to the next), with those values listed, and each step
+from one segment start to the next.
 
     PARETUNE_NB201=../shared/benchmarks/nb201 python benchmarks/scale.py --trials 2000
 """
@@ -20,6 +21,7 @@ what the driver keeps from one segment to the next), with those values listed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import socket
@@ -201,6 +203,14 @@ def main() -> None:
         f"   (segments of {size}; MB at trial "
         + ", ".join(f"{d}: {r:.1f}" for d, r in starts)
         + ")"
+    )
+    # Each tooth's step on its own: a one-off step (a table of the interpreter doubling, say)
+    # and steady growth look alike in a slope over three points.
+    steps = [b[1] - a[1] for a, b in itertools.pairwise(starts)]
+    print(
+        f"{'  ... step from segment to segment (MB)':<40}"
+        + " ".join(f"{x:+.1f}" for x in steps)
+        + f"   (per {size} trials)"
     )
     print(f"{'MLflow trial runs / FINISHED':<40}{len(runs):>6} / {finished:<5}")
     missing = len(rows) - len(runs)

@@ -17,12 +17,13 @@ import json
 import logging
 import math
 import os
+import pickle
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,14 @@ class _ProcessWriter:
         except OSError:
             return False
 
+    def send_pickled(self, data: bytes) -> bool:
+        """Queue an op already pickled (see :func:`pickle_op`); False when the process is gone."""
+        try:
+            self.ops.send_bytes(data)
+            return True
+        except OSError:
+            return False
+
     def replies_ready(self, timeout: float = 0.0) -> list[tuple]:
         out: list[tuple] = []
         try:
@@ -258,6 +267,10 @@ class _ThreadWriter:
         self.core.submit(op)
         return True
 
+    def send_pickled(self, data: bytes) -> bool:
+        self.core.submit(pickle.loads(data))
+        return True
+
     def replies_ready(self, timeout: float = 0.0) -> list[tuple]:
         if not self._replies and timeout > 0:
             self._ready.wait(timeout)
@@ -329,18 +342,30 @@ class MlflowTracker(Callback):
 
     def _init_transient(self) -> None:
         self.writer: _ProcessWriter | _ThreadWriter | None = None
-        self._started: set[str] = set()
-        # Trials whose runs are complete in MLflow (written, or so before a restart).
-        self._complete: set[str] = set(self.ended)
-        # Every message of a trial until the writer says it is all written: sent again to a
-        # new writer if the process dies.
-        self._unwritten: dict[str, list[tuple]] = {}
+        self._started: set[str] = set()  # trials started and not ended (in this driver)
+        # Every message of a trial, pickled, until the writer says it is all written: sent
+        # again to a new writer if the process dies. A trial ended and not in here is complete
+        # in MLflow (written, or so before a restart).
+        self._unwritten: dict[str, _Unwritten] = {}
         self._restarts = 0
         self._flushed = 0
         self._front = RunningFront()
-        self.pareto_tags: dict[str, str] = {}  # {trial id: pareto tag sent} (this driver only)
+        # The pareto tags sent as trials ended (this driver only): "dominated" is every such
+        # trial not named here, so memory grows with the front, not with every trial.
+        self._ended_elsewhere: set[str] = set(self.ended)  # ended before, or in another driver
+        self._tagged_front: set[str] = set()
+        self._tagged_failed: set[str] = set()
         self._progress_at = 0.0  # when the writer last reported a write (see flush)
         self.pictured: set[str] = set()  # trials whose runs got cell.png from the writer
+
+    @property
+    def pareto_tags(self) -> Mapping[str, str]:
+        """``{trial id: pareto tag}`` sent as trials ended, in this driver (a read-only view)."""
+        return _SentParetoTags(self)
+
+    def _written(self) -> set[str]:
+        """Trials whose runs are complete in MLflow."""
+        return {t for t in self.ended if t not in self._unwritten}
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the callback with the tuner; the writer and its queue stay behind.
@@ -364,7 +389,7 @@ class MlflowTracker(Callback):
         # driver are given runs by `paretune resume` afterwards (sync.sync_trial_runs).
         self.runs = dict(state.get("runs", {}))
         self.ended = set(state.get("ended", []))
-        self._complete = set(self.ended)
+        self._ended_elsewhere = set(self.ended)
 
     def setup(self, **info: Any) -> None:
         self._w()
@@ -381,7 +406,7 @@ class MlflowTracker(Callback):
             "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_run_id,
             "runs": dict(self.runs),
-            "ended": sorted(self._complete),
+            "ended": sorted(self._written()),
             "retry_s": self.retry_s,
             # "0": every run through MlflowClient's calls (see mlflow_sql).
             "sql_insert": os.environ.get("PARETUNE_MLFLOW_SQL_INSERT", "1") != "0",
@@ -402,9 +427,10 @@ class MlflowTracker(Callback):
         if kind in ("run", "done", "pictured"):
             self._progress_at = time.monotonic()
         if kind == "run":
-            self.runs[message[1]] = message[2]
+            unwritten = self._unwritten.get(message[1])
+            # Keyed by the driver's own copy of the trial id, not a second one from the reply.
+            self.runs[message[1] if unwritten is None else unwritten.trial_id] = message[2]
         elif kind == "done":
-            self._complete.add(message[1])
             self._unwritten.pop(message[1], None)
         elif kind == "pictured":
             self.pictured.update(message[1])
@@ -413,7 +439,7 @@ class MlflowTracker(Callback):
         elif kind == "runs":
             self.runs.update(message[1])
             self.ended.update(message[2])
-            self._complete.update(message[2])
+            self._ended_elsewhere.update(message[2])
         elif kind == "warning":
             logger.warning("%s", message[1])
 
@@ -423,8 +449,14 @@ class MlflowTracker(Callback):
                 self._apply(message)
 
     def _send(self, trial_id: str, op: tuple) -> None:
-        self._unwritten.setdefault(trial_id, []).append(op)
-        if not self._w().send(op):
+        # Kept pickled: one bytes object per message instead of its dicts and strings, which
+        # would stay scattered over the heap while the writer catches up with a slow server.
+        data = pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL)
+        unwritten = self._unwritten.get(trial_id)
+        if unwritten is None:
+            unwritten = self._unwritten[trial_id] = _Unwritten(trial_id)
+        unwritten.messages.append(data)
+        if not self._w().send_pickled(data):
             self._restart_writer()
         self._drain()
 
@@ -439,9 +471,9 @@ class MlflowTracker(Callback):
             len(self._unwritten),
         )
         self.writer = self._start_writer()
-        for ops in list(self._unwritten.values()):
-            for op in ops:
-                self.writer.send(op)
+        for unwritten in list(self._unwritten.values()):
+            for data in unwritten.messages:
+                self.writer.send_pickled(data)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything sent so far is written.
@@ -508,6 +540,7 @@ class MlflowTracker(Callback):
         if trial_id not in self._started:
             self._start(trial)
         self._send_end(trial, status, error)
+        self._started.discard(trial_id)
 
     def _send_end(self, trial: Any, status: str, error: str | None) -> None:
         result = trial.last_result or {}
@@ -516,7 +549,11 @@ class MlflowTracker(Callback):
         if error is not None:
             tags["error"] = error[:MAX_TAG_LENGTH]
         if self.objectives is not None:
-            tags["pareto"] = self.pareto_tags[trial.trial_id] = self._pareto_tag(result, error)
+            tags["pareto"] = tag = self._pareto_tag(result, error)
+            if tag == "front":
+                self._tagged_front.add(trial.trial_id)
+            elif tag == "failed":
+                self._tagged_failed.add(trial.trial_id)
         self._send(trial.trial_id, ("end", trial.trial_id, status, tags, int(time.time() * 1000)))
 
     def _pareto_tag(self, result: Mapping[str, Any], error: str | None) -> str:
@@ -571,6 +608,44 @@ class MlflowTracker(Callback):
         else:
             writer.close(wait=10 if written else 0)
         return written
+
+
+class _Unwritten:
+    """A trial's messages (pickled) that the writer has not yet said are written."""
+
+    __slots__ = ("trial_id", "messages")
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+        self.messages: list[bytes] = []
+
+
+class _SentParetoTags(Mapping[str, str]):
+    """``{trial id: pareto tag}`` a tracker sent: every trial it ended, ``dominated`` unless
+    its sets of ``front`` and ``failed`` trials name it (see :attr:`MlflowTracker.pareto_tags`)."""
+
+    def __init__(self, tracker: MlflowTracker) -> None:
+        self._tracker = tracker
+
+    def _ids(self) -> Iterator[str]:
+        t = self._tracker
+        if t.objectives is None:
+            return iter(())
+        return (i for i in t.ended if i not in t._ended_elsewhere)
+
+    def __getitem__(self, trial_id: str) -> str:
+        t = self._tracker
+        if t.objectives is None or trial_id not in t.ended or trial_id in t._ended_elsewhere:
+            raise KeyError(trial_id)
+        if trial_id in t._tagged_front:
+            return "front"
+        return "failed" if trial_id in t._tagged_failed else "dominated"
+
+    def __iter__(self) -> Iterator[str]:
+        return self._ids()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._ids())
 
 
 def error_text(trial: Any) -> str:

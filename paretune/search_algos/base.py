@@ -25,7 +25,7 @@ from paretune.spaces.base import Arch, SearchSpace
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a search keeps one per trial
 class Proposal:
     """An architecture to evaluate, with metadata for the trainable and the tracker.
 
@@ -62,7 +62,7 @@ class InspectionTable:
     colormap: str = "RdYlGn_r"  # matplotlib's name; the default: low values green (good)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One finished evaluation: the proposal and its values (``None`` when it failed)."""
 

@@ -18,7 +18,7 @@ import numpy as np
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos import register
 from paretune.search_algos.base import Engine, Record
-from paretune.spaces.base import Arch, SearchSpace
+from paretune.spaces.base import Arch, SearchSpace, as_arch
 
 # Spaces up to this size may be enumerated once more than half of them has been seen.
 ENUMERATE_LIMIT = 1 << 21
@@ -47,7 +47,7 @@ class UnseenSampler:
 
     def add(self, arch: Arch) -> None:
         """Mark ``arch`` as seen."""
-        arch = tuple(int(i) for i in arch)
+        arch = as_arch(arch)
         if arch in self.seen:
             return
         self.seen.add(arch)

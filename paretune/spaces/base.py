@@ -17,6 +17,14 @@ import numpy as np
 Arch = tuple[int, ...]
 
 
+def as_arch(arch: Sequence[int]) -> Arch:
+    """``arch`` as a tuple of ints: the same object when it is one already (a search keeps
+    one per trial, so copies would cost memory)."""
+    if type(arch) is tuple and all(type(i) is int for i in arch):
+        return arch
+    return tuple(int(i) for i in arch)
+
+
 @dataclass(frozen=True)
 class Decision:
     """One categorical choice of an architecture (e.g. the operation on one edge)."""
@@ -93,7 +101,7 @@ class SearchSpace:
 
     def validate(self, arch: Sequence[int]) -> Arch:
         """Return ``arch`` as a tuple, or raise ``ValueError`` saying what is wrong with it."""
-        arch = tuple(int(i) for i in arch)
+        arch = as_arch(arch)
         if len(arch) != self.num_decisions:
             raise ValueError(
                 f"architecture has {len(arch)} decisions, space {self.name!r} has {self.num_decisions}"

@@ -180,6 +180,30 @@ def test_pareto_tags_are_written_as_trials_end(store):
     assert {r.data.tags["trial_id"]: r.data.tags["pareto"] for r in runs} == expected
 
 
+def test_the_tracker_keeps_little_per_ended_trial(store):
+    """A long search ends thousands of trials: the tracker keeps their ids and run ids (the
+    driver's own strings), and names only the few ``front`` and ``failed`` tags it sent."""
+    from paretune.objectives import Objective, ObjectiveSet
+
+    t = tracker(store)
+    t.set_state({"runs": {}, "ended": ["t999"]})  # ended in an earlier driver: not tagged here
+    t.objectives = ObjectiveSet([Objective("accuracy", "max")])
+    trials, own_ids = [trial(i) for i in range(40)], []
+    for tr in trials:
+        tr.trial_id = "".join(["t", f"{int(tr.trial_id[1:]):03d}"])  # a string of its own
+        tr.last_result["accuracy"] = 0.9 if tr.trial_id == "t005" else 0.5 - len(own_ids) / 1000
+        own_ids.append(tr.trial_id)
+    trials[7].last_result["accuracy"] = float("nan")
+    run_trials(t, trials)
+    assert t.finish_writes(timeout=60)
+    assert not t._started and not t._unwritten  # nothing per trial beyond the ids
+    own = {id(tr.trial_id) for tr in trials}
+    assert {id(k) for k in t.runs} == own  # no second copy from the writer's replies
+    assert t._tagged_front == {"t000", "t005"} and t._tagged_failed == {"t007"}
+    assert len(t.pareto_tags) == 40 and "t999" not in t.pareto_tags
+    assert t.pareto_tags["t001"] == "dominated" and t.pareto_tags["t005"] == "front"
+
+
 def test_the_end_waits_for_a_slow_store_that_keeps_writing(store, monkeypatch):
     # 150 trials take seconds to write through MlflowClient's calls (not the whole-run
     # inserts); no single write takes a second. The wait at the end gives up only after
