@@ -26,8 +26,10 @@ full garbage collection: in a long fit Ray leaves the controller with its trials
 cycles (measured: all 500 trials of a 500-trial segment, with their storage contexts and run
 metadata, still there as garbage when the next segment started), and the collector's own
 full collections come seldom in a driver of half a million objects. What the driver then
-keeps from segment to segment is the searcher's history and the MLflow tracker's trial ids
-(about 2 to 4.5 KB of Python objects per trial, tracemalloc).
+keeps from segment to segment is the searcher's history and the MLflow tracker's trial and
+run ids (about 2 KB of Python objects per trial, tracemalloc), plus the messages of trials
+the MLflow writer has not written yet (pickled, about 1.2 KB a trial; a slow server lags a few
+hundred trials behind and catches up).
 
 Resident memory also grows in steps when Ray saves the experiment state (every 10 s or
 more): the save builds the JSON of every trial (about 3.5 KB of transient Python objects per
@@ -38,8 +40,8 @@ trim thresholds as large blocks come and go (up to 32 and 64 MB) and keeps freed
 way: :func:`fix_malloc_thresholds` fixes them (128 KB, 1 MB) when the search starts (measured:
 resident memory right after a copy of 2,000 trials' files +12 MB instead of +16 MB, and a
 lower end of the search), and the callback hands free pages of every arena back to the
-system (``malloc_trim``) every ``trim_every_s`` seconds; both only where glibc is the C
-library. These steps, which grow with the number of trials, are Ray's and stay.
+system (``malloc_trim``, and Arrow's memory pool its unused pages) every ``trim_every_s``
+seconds; the glibc parts only where glibc is the C library. These steps, which grow with the number of trials, are Ray's and stay.
 
 :func:`without_tensorboard` stops Ray from adding its TensorBoard logger (one event-file writer
 thread per trial); paretune tracks trials in MLflow, and Ray's JSON and CSV results, which
