@@ -40,8 +40,8 @@ trim thresholds as large blocks come and go (up to 32 and 64 MB) and keeps freed
 way: :func:`fix_malloc_thresholds` fixes them (128 KB, 1 MB) when the search starts (measured:
 resident memory right after a copy of 2,000 trials' files +12 MB instead of +16 MB, and a
 lower end of the search), and the callback hands free pages of every arena back to the
-system (``malloc_trim``, and Arrow's memory pool its unused pages) every ``trim_every_s``
-seconds; the glibc parts only where glibc is the C library. These steps, which grow with the number of trials, are Ray's and stay.
+system (``malloc_trim``) every ``trim_every_s`` seconds; both only where glibc is the C
+library. These steps, which grow with the number of trials, are Ray's and stay.
 
 :func:`without_tensorboard` stops Ray from adding its TensorBoard logger (one event-file writer
 thread per trial); paretune tracks trials in MLflow, and Ray's JSON and CSV results, which
@@ -54,7 +54,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -226,13 +225,7 @@ def _glibc() -> Any:
 
 
 def release_free_heap() -> bool:
-    """Give free heap back to the system: every glibc malloc arena's free pages, and what
-    Arrow's memory pool holds unused (Ray Tune moves experiment files with ``pyarrow.fs``;
-    its mimalloc pool keeps megabytes that come and go). False where there is no glibc."""
-    pyarrow = sys.modules.get("pyarrow")  # never imported here: only when something used it
-    if pyarrow is not None:
-        with contextlib.suppress(Exception):
-            pyarrow.default_memory_pool().release_unused()
+    """Give free heap pages of every malloc arena back to the system (glibc only)."""
     libc = _glibc()
     if not libc:
         return False

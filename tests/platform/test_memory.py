@@ -96,26 +96,6 @@ def test_release_free_heap_runs_here():
     assert release_free_heap() is True
 
 
-def test_release_free_heap_empties_arrows_pool():
-    """Arrow's pool keeps freed memory resident until it is told to give it back."""
-    import pyarrow as pa
-
-    def rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 2**20
-
-    pool = pa.default_memory_pool()
-    release_free_heap()
-    for _ in range(3):  # several arrays: the pool keeps some of what they used
-        array = pa.array(range(4_000_000), type=pa.int64())  # 32 MB
-        del array
-    assert pool.bytes_allocated() == 0
-    held = rss_mb()
-    release_free_heap()
-    released = held - rss_mb()
-    assert released > 4, f"{pool.backend_name}: {released:.1f} MB given back"
-
-
 def test_forget_encoder_log_keys_drops_only_the_encoders():
     from ray.util import debug
 
