@@ -153,14 +153,10 @@ class _ProcessWriter:
 
     def send(self, op: tuple) -> bool:
         """Queue ``op``; False when the process is gone."""
-        try:
-            self.ops.send(op)
-            return True
-        except OSError:
-            return False
+        return self.send_pickled(pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL))
 
     def send_pickled(self, data: bytes) -> bool:
-        """Queue an op already pickled (see :func:`pickle_op`); False when the process is gone."""
+        """Queue an op already pickled (``pickle.dumps``); False when the process is gone."""
         try:
             self.ops.send_bytes(data)
             return True
@@ -627,25 +623,23 @@ class _SentParetoTags(Mapping[str, str]):
     def __init__(self, tracker: MlflowTracker) -> None:
         self._tracker = tracker
 
-    def _ids(self) -> Iterator[str]:
+    def _tagged_here(self, trial_id: str) -> bool:
         t = self._tracker
-        if t.objectives is None:
-            return iter(())
-        return (i for i in t.ended if i not in t._ended_elsewhere)
+        return t.objectives is not None and trial_id not in t._ended_elsewhere
 
     def __getitem__(self, trial_id: str) -> str:
         t = self._tracker
-        if t.objectives is None or trial_id not in t.ended or trial_id in t._ended_elsewhere:
+        if trial_id not in t.ended or not self._tagged_here(trial_id):
             raise KeyError(trial_id)
         if trial_id in t._tagged_front:
             return "front"
         return "failed" if trial_id in t._tagged_failed else "dominated"
 
     def __iter__(self) -> Iterator[str]:
-        return self._ids()
+        return (i for i in self._tracker.ended if self._tagged_here(i))
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._ids())
+        return sum(1 for _ in self)
 
 
 def error_text(trial: Any) -> str:
