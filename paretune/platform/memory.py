@@ -27,9 +27,10 @@ cycles (measured: all 500 trials of a 500-trial segment, with their storage cont
 metadata, still there as garbage when the next segment started), and the collector's own
 full collections come seldom in a driver of half a million objects. What the driver then
 keeps from segment to segment is the searcher's history and the MLflow tracker's trial and
-run ids (about 2 KB of Python objects per trial, tracemalloc), plus the messages of trials
-the MLflow writer has not written yet (pickled, about 1.2 KB a trial; a slow server lags a few
-hundred trials behind and catches up).
+run ids (about 1.5 KB of Python objects per trial, tracemalloc). The messages of trials the
+MLflow writer has not written yet wait in temporary files, not in memory (one int each): a
+writer behind a slow server can fall further behind the longer a search runs (see
+``tracking._Spool``).
 
 Resident memory also grows in steps when Ray saves the experiment state (every 10 s or
 more): the save builds the JSON of every trial (about 3.5 KB of transient Python objects per

@@ -230,3 +230,40 @@ def test_the_writer_logs_cell_pictures_after_the_trials_runs(store):
     for trial_id, run_id in t.runs.items():
         files = [f.path for f in store.client.list_artifacts(run_id)]
         assert files == (["cell.png"] if trial_id in t.pictured else [])
+
+
+def test_unwritten_messages_wait_on_disk_and_their_files_go_once_written(monkeypatch):
+    """A writer behind a slow server can fall behind by more trials the longer a search runs:
+    the messages it has not written wait in temporary files (one int each in the driver),
+    files roll over and are closed once all their messages are written; without a temporary
+    file they wait in memory."""
+    monkeypatch.setattr(tracking._Spool, "CHUNK_BYTES", 100)
+    spool = tracking._Spool()
+    messages = [bytes([i]) * (30 + i) for i in range(8)]
+    refs = [spool.put(m) for m in messages]
+    assert all(isinstance(r, int) and r >= 0 for r in refs)
+    assert [spool.get(r) for r in refs] == messages
+    assert sorted(spool._files) == [0, 1, 2]  # 30+31+32+33 bytes, then 34+35+36, then 37
+    first = spool._files[0]
+    spool.release(refs[:3])
+    assert not first.closed  # one of its messages is still unwritten
+    spool.release(refs[3:4])
+    assert first.closed and sorted(spool._files) == [1, 2]
+    assert [spool.get(r) for r in refs[4:]] == messages[4:]
+    spool.release(refs[7:])  # the current file, emptied: it starts over
+    assert os.fstat(spool._files[2].fileno()).st_size == 0
+    again = spool.put(b"next")
+    assert again >> 80 == 2 and spool.get(again) == b"next"
+    assert [spool.get(r) for r in refs[4:7]] == messages[4:7]
+
+    def no_file(*args, **kwargs):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(tracking.tempfile, "TemporaryFile", no_file)
+    spool.put(b"x" * 200)  # fills file 2 past the roll-over size
+    kept = [spool.put(b"in memory %d" % i) for i in range(3)]
+    assert all(r < 0 for r in kept) and len(set(kept)) == 3
+    assert [spool.get(r) for r in kept] == [b"in memory %d" % i for i in range(3)]
+    assert [spool.get(r) for r in refs[4:7]] == messages[4:7]  # files made before still serve
+    spool.release(kept + refs[4:7])
+    assert not spool._in_memory and 1 not in spool._files
