@@ -630,7 +630,8 @@ class _Spool:
     memory grow with the number of trials. Here each message is appended to a file and named by
     one int (file, offset, length); a file all of whose messages are written is closed (the
     system deletes it) and files roll over at :attr:`CHUNK_BYTES`, so disk use follows the
-    backlog. Where no temporary file can be made, messages stay in memory (with a warning).
+    backlog. Where no temporary file can be made or written, messages stay in memory (with a
+    warning).
     """
 
     CHUNK_BYTES = 8 << 20
@@ -640,7 +641,7 @@ class _Spool:
         self._live: dict[int, int] = {}  # chunk number -> messages not yet released
         self._chunk = 0
         self._size = 0  # bytes in the current chunk
-        self._no_files = False  # no temporary file could be made: keep messages in memory
+        self._no_files = False  # a file could not be made or written: keep messages in memory
         self._in_memory: dict[int, bytes] = {}  # negative refs, those kept in memory
         self._last_memory_ref = 0
 
@@ -649,18 +650,17 @@ class _Spool:
         if not self._no_files:
             if self._size >= self.CHUNK_BYTES:  # roll over; the old file goes once written
                 self._chunk, self._size = self._chunk + 1, 0
-            f = self._files.get(self._chunk)
-            if f is None:
-                try:
-                    f = tempfile.TemporaryFile(prefix="paretune-mlflow-")
-                    self._files[self._chunk] = f
-                except OSError as exc:
-                    logger.warning("no temporary file for unwritten MLflow messages (%s)", exc)
-                    self._no_files = True
-            if f is not None:
+            try:
+                f = self._files.get(self._chunk)
+                if f is None:
+                    f = self._files[self._chunk] = tempfile.TemporaryFile(prefix="paretune-mlflow-")
                 done = 0
                 while done < len(data):
                     done += os.pwrite(f.fileno(), data[done:], self._size + done)
+            except OSError as exc:  # no file, or a full disk: never a reason to stop a search
+                logger.warning("unwritten MLflow messages kept in memory, not on disk (%s)", exc)
+                self._no_files = True
+            else:
                 ref = (self._chunk << 80) | (self._size << 40) | len(data)
                 self._size += len(data)
                 self._live[self._chunk] = self._live.get(self._chunk, 0) + 1

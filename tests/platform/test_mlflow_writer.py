@@ -267,3 +267,14 @@ def test_unwritten_messages_wait_on_disk_and_their_files_go_once_written(monkeyp
     assert [spool.get(r) for r in refs[4:7]] == messages[4:7]  # files made before still serve
     spool.release(kept + refs[4:7])
     assert not spool._in_memory and 1 not in spool._files
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.undo()  # temporary files again
+    full = tracking._Spool()
+    first = full.put(b"on disk")
+    monkeypatch.setattr(tracking.os, "pwrite", disk_full)
+    second = full.put(b"in memory")
+    assert first >= 0 > second
+    assert full.get(first) == b"on disk" and full.get(second) == b"in memory"
