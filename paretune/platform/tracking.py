@@ -660,6 +660,8 @@ class _Spool:
             except OSError as exc:  # no file, or a full disk: never a reason to stop a search
                 logger.warning("unwritten MLflow messages kept in memory, not on disk (%s)", exc)
                 self._no_files = True
+                if self._chunk not in self._live and self._chunk in self._files:
+                    self._files.pop(self._chunk).close()  # made for this message only
             else:
                 ref = (self._chunk << 80) | (self._size << 40) | len(data)
                 self._size += len(data)

@@ -277,4 +277,7 @@ def test_unwritten_messages_wait_on_disk_and_their_files_go_once_written(monkeyp
     monkeypatch.setattr(tracking.os, "pwrite", disk_full)
     second = full.put(b"in memory")
     assert first >= 0 > second
+    untouched = tracking._Spool()
+    assert untouched.put(b"never on disk") < 0
+    assert not untouched._files  # no file kept open for a message that went to memory
     assert full.get(first) == b"on disk" and full.get(second) == b"in memory"
