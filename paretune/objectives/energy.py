@@ -24,7 +24,14 @@ Meters (each value carries its source, so an estimate is never mistaken for a me
   ``estimated``. A meter that reads 0 J or less over a window is not trusted either.
 
 Every reading includes the device's idle power during the window: it is the energy the device
-drew, not an attribution to the network alone. Nothing here imports torch or Ray.
+drew, not an attribution to the network alone (on a large GPU the static power dominates, so the
+total grows with the window's length more than with the network). :func:`measure_idle` reads the
+same meter over a short window with no work queued, and :func:`energy_above_idle` subtracts that
+idle power times the window's length: the energy above idle (``energy_dynamic``).
+
+The analytic model (:class:`EnergyCoefficients`) counts compute and data movement with
+per-operation energies from Horowitz (ISSCC 2014); it has no time term. Nothing here imports
+torch or Ray.
 """
 
 from __future__ import annotations
@@ -52,33 +59,48 @@ class EnergyUnavailable(RuntimeError):
 
 
 # ---------------------------------------------------------------------- analytic model
+# Energies per operation at 45 nm, 0.9 V, from M. Horowitz, "1.1 Computing's energy problem (and
+# what we can do about it)", ISSCC 2014, pp. 10-14, doi:10.1109/ISSCC.2014.6757323 (its energy
+# table): 32-bit float multiply 3.7 pJ, 32-bit float add 0.9 pJ, a 64-bit read of an 8 KB SRAM
+# cache 10 pJ (5 pJ per 32-bit word), a 64-bit DRAM access 1.3-2.6 nJ (640 pJ per 32-bit word,
+# as tabulated from the same source by Han et al., "Learning both weights and connections for
+# efficient neural networks", NeurIPS 2015, Table 1).
+HOROWITZ_2014 = {
+    "fp32_mult_pj": 3.7,
+    "fp32_add_pj": 0.9,
+    "sram_8kb_32bit_read_pj": 5.0,
+    "dram_32bit_read_pj": 640.0,
+}
+
+
 @dataclass(frozen=True)
 class EnergyCoefficients:
-    """Coefficients of :func:`estimate_energy` and :func:`estimate_training_energy`.
+    """Coefficients of the analytic model (:func:`estimate_energy`, source ``estimated``).
 
-    Defaults are rough orders of magnitude from the literature, not a calibration of any device:
-    ``pj_per_mac`` 4.6 pJ is a 32-bit float multiply (3.7 pJ) plus add (0.9 pJ) at 45 nm, and
-    ``pj_per_byte`` 160 pJ is a 32-bit DRAM read (640 pJ) per byte, both from M. Horowitz,
-    "Computing's energy problem (and what we can do about it)", ISSCC 2014. ``static_w`` 1 W is
-    the order of the extra (above idle) power of a small board such as a Raspberry Pi while it
-    runs a network; multiplied by the measured latency it dominates for small networks on CPUs.
+    The model counts compute and data movement only, never time, so it does not depend on a
+    measured latency: energy = MACs x ``pj_per_mac`` + weight bytes x ``pj_per_weight_byte``
+    + activation bytes x ``pj_per_activation_byte``. Defaults (``HOROWITZ_2014``, 45 nm):
 
-    Attributes:
-        pj_per_mac: energy per multiply-add, picojoules.
-        pj_per_byte: energy per byte of weights read from memory once per inference, picojoules.
-        bytes_per_param: bytes per parameter (4 for float32, 1 for int8).
-        static_w: power drawn for the duration of the work, watts.
+    - ``pj_per_mac`` 4.6 pJ: a 32-bit float multiply (3.7 pJ) and add (0.9 pJ);
+    - ``pj_per_weight_byte`` 160 pJ: weights come from DRAM, 640 pJ per 32-bit word;
+    - ``pj_per_activation_byte`` 1.25 pJ: activations stay on chip, an 8 KB SRAM read of 5 pJ
+      per 32-bit word;
+    - ``bytes_per_value`` 4 (float32; 1 for int8 weights and activations).
+
+    The model has no static (idle) power: it estimates the energy above idle, the quantity
+    ``energy_dynamic`` measures, and is an order-of-magnitude model of a 45 nm accelerator, not
+    a calibration of any device.
     """
 
-    pj_per_mac: float = 4.6
-    pj_per_byte: float = 160.0
-    bytes_per_param: float = 4.0
-    static_w: float = 1.0
+    pj_per_mac: float = HOROWITZ_2014["fp32_mult_pj"] + HOROWITZ_2014["fp32_add_pj"]
+    pj_per_weight_byte: float = HOROWITZ_2014["dram_32bit_read_pj"] / 4
+    pj_per_activation_byte: float = HOROWITZ_2014["sram_8kb_32bit_read_pj"] / 4
+    bytes_per_value: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("pj_per_mac", "pj_per_byte", "bytes_per_param", "static_w"):
+        for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if not value >= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ValueError(f"EnergyCoefficients.{name}={value!r} must be a number >= 0")
 
     @classmethod
@@ -101,57 +123,63 @@ class EnergyCoefficients:
 
 def estimate_energy(
     macs_m: float,
-    params_m: float,
-    latency_ms: float,
+    weights_m: float,
+    activations_m: float,
     coefficients: EnergyCoefficients | Mapping[str, float] | None = None,
 ) -> float:
     """Estimated energy of one inference, in millijoules (source: ``estimated``).
 
-    ``E = macs * pj_per_mac + params * bytes_per_param * pj_per_byte + static_w * latency``.
-    Units: 1 M MACs at 1 pJ each is 1e-6 J = 1e-3 mJ, and 1 W for 1 ms is 1 mJ.
+    ``E = macs * pj_per_mac + (weights * pj_per_weight_byte + activations *
+    pj_per_activation_byte) * bytes_per_value``, each count in millions (1 M x 1 pJ = 1e-3 mJ).
+    Counts come from :func:`paretune.objectives.measure.count_energy_inputs`: MACs from torch's
+    FLOP counter, weights = parameters and floating-point buffers, activations = the input and
+    output tensors of every leaf module. No term depends on time.
 
     Args:
         macs_m: multiply-adds, millions.
-        params_m: parameters, millions (each read once per inference).
-        latency_ms: latency, milliseconds.
+        weights_m: weight values read from memory (once per batch), millions.
+        activations_m: activation values moved, millions.
         coefficients: an :class:`EnergyCoefficients`, a dict of its fields, or ``None`` for the
             defaults.
     """
     c = EnergyCoefficients.of(coefficients)
-    dynamic_mj = macs_m * c.pj_per_mac * 1e-3 + params_m * c.bytes_per_param * c.pj_per_byte * 1e-3
-    return dynamic_mj + c.static_w * latency_ms
+    moved_pj = (
+        weights_m * c.pj_per_weight_byte + activations_m * c.pj_per_activation_byte
+    ) * c.bytes_per_value
+    return (macs_m * c.pj_per_mac + moved_pj) * 1e-3
 
 
 def estimate_training_energy(
     macs_m: float,
-    params_m: float,
+    weights_m: float,
+    activations_m: float,
     samples: int,
     steps: int,
-    seconds: float,
     coefficients: EnergyCoefficients | Mapping[str, float] | None = None,
 ) -> float:
     """Estimated energy of a training run, in joules (source: ``estimated``).
 
-    A training step costs about 3 forward passes of multiply-adds (forward, and backward for
-    activations and weights) per sample, and reads the weights 3 times (forward, backward,
-    update)::
+    A training step costs about 3 forward passes per sample (forward, and backward for
+    activations and weights) of multiply-adds and activation traffic, and moves the weights 3
+    times per step (forward read, backward read, update)::
 
-        E = 3 * macs * samples * pj_per_mac
-          + 3 * params * bytes_per_param * pj_per_byte * steps
-          + static_w * seconds
+        E = 3 * samples * (macs * pj_per_mac + activations * pj_per_activation_byte * B)
+          + 3 * steps * weights * pj_per_weight_byte * B          (B = bytes_per_value)
 
     Args:
         macs_m: multiply-adds of one forward pass at batch 1, millions.
-        params_m: parameters, millions.
+        weights_m: weight values, millions.
+        activations_m: activation values moved by one forward pass at batch 1, millions.
         samples: training samples processed (all epochs).
         steps: optimiser steps.
-        seconds: wall time of the training.
         coefficients: as for :func:`estimate_energy`.
     """
     c = EnergyCoefficients.of(coefficients)
-    macs_j = 3.0 * macs_m * 1e6 * samples * c.pj_per_mac * 1e-12
-    weights_j = 3.0 * params_m * 1e6 * c.bytes_per_param * c.pj_per_byte * 1e-12 * steps
-    return macs_j + weights_j + c.static_w * seconds
+    per_sample_pj = macs_m * c.pj_per_mac + activations_m * c.pj_per_activation_byte * (
+        c.bytes_per_value
+    )
+    per_step_pj = weights_m * c.pj_per_weight_byte * c.bytes_per_value
+    return 3.0 * (samples * per_sample_pj + steps * per_step_pj) * 1e6 * 1e-12
 
 
 # ---------------------------------------------------------------------- meters
@@ -251,6 +279,43 @@ class EnergyMeter:
 
     def _reading(self, state: Any, seconds: float) -> EnergyReading:
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------------- above idle
+def measure_idle(
+    meter: EnergyMeter, seconds: float, *, sleep: Callable[[float], None] = time.sleep
+) -> EnergyReading:
+    """The idle baseline: the energy ``meter`` reads over ``seconds`` while this process queues
+    no work (call it after synchronising the device). Its ``watts`` is the idle power.
+
+    Raises:
+        ValueError: ``seconds`` is not > 0.
+        EnergyUnavailable: the meter read a power that is not a finite number >= 0.
+    """
+    if not seconds > 0:
+        raise ValueError(f"measure_idle: seconds={seconds!r} must be > 0")
+    window = meter.start()
+    try:
+        sleep(seconds)
+    finally:
+        reading = window.stop()
+    if not (math.isfinite(reading.watts) and reading.watts >= 0):
+        raise EnergyUnavailable(
+            f"{meter.describe()} read an idle power of {reading.watts!r} W over "
+            f"{reading.seconds:.3g} s"
+        )
+    return reading
+
+
+def energy_above_idle(total: EnergyReading, idle: EnergyReading) -> tuple[float, str]:
+    """Energy of ``total`` above the idle power of ``idle``, in joules, and the method tag.
+
+    ``total.joules - idle.watts * total.seconds``: what the work drew beyond what the device
+    draws doing nothing over the same time. Near 0, and possibly below, for work within the
+    meter's noise; the caller decides what to report then.
+    """
+    joules = total.joules - idle.watts * total.seconds
+    return joules, f"{total.method} minus idle power x window time"
 
 
 # ---------------------------------------------------------------------- NVML
@@ -542,16 +607,21 @@ def make_energy_meter(
     nvml: Any = None,
     rapl_root: str | os.PathLike = POWERCAP_ROOT,
     gpu_ids: Sequence[int | str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    uuid_of: Callable[[int], str | None] | None = torch_gpu_uuid,
 ) -> tuple[EnergyMeter | None, str]:
     """The meter for a trial, or ``None`` and the reason the analytic estimate is used.
 
     Args:
         kind: ``auto`` (NVML for a CUDA device, RAPL for the CPU), ``nvml``, ``rapl`` or
             ``estimate`` (no meter).
-        device: the trial's torch device (``cpu``, ``cuda``, ``cuda:1``).
+        device: the trial's torch device (``cpu``, ``cuda``, ``cuda:1``). Only a CUDA device
+            asks torch for its GPU's UUID; ``nvml`` with ``cpu`` measures the first visible GPU.
         nvml: an NVML module to use instead of ``pynvml`` (tests).
         rapl_root: the powercap folder.
         gpu_ids: ``ray.get_gpu_ids()`` when known (see :func:`trial_gpu_ids`).
+        environ: the environment for :func:`trial_gpu_ids` (default ``os.environ``).
+        uuid_of: maps a CUDA index to its UUID (default: torch's); ``None``: do not ask.
     """
     if kind not in METER_KINDS:
         raise ValueError(f"energy meter {kind!r} is unknown (allowed: {list(METER_KINDS)})")
@@ -562,7 +632,9 @@ def make_energy_meter(
     if kind == "nvml" or (kind == "auto" and is_cuda):
         index = int(dev.partition(":")[2] or 0) if is_cuda else 0
         try:
-            ids = trial_gpu_ids(index, gpu_ids=gpu_ids, uuid_of=torch_gpu_uuid)
+            ids = trial_gpu_ids(
+                index, environ=environ, gpu_ids=gpu_ids, uuid_of=uuid_of if is_cuda else None
+            )
             return NVMLMeter(ids, nvml=nvml), ""
         except EnergyUnavailable as exc:
             return None, str(exc)

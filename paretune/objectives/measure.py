@@ -1,4 +1,4 @@
-"""Measuring a torch model: parameters, FLOPs, latency, and an analytic energy estimate.
+"""Measuring a torch model: parameters, FLOPs, latency, and the inputs of the energy model.
 
 Conventions (shared with the NB201 table, see :mod:`paretune.objectives.base`):
 
@@ -10,8 +10,9 @@ Conventions (shared with the NB201 table, see :mod:`paretune.objectives.base`):
   digits.
 - ``latency``: median wall time of one forward pass in eval mode under ``torch.no_grad``, ms.
 - ``energy``: measured by the meters of :mod:`paretune.objectives.energy` where the hardware
-  allows, else the analytic estimate :func:`estimate_energy` (mJ), tagged ``estimated``;
-  ``EnergyCoefficients`` and ``estimate_energy`` live there and are re-exported here.
+  allows, else the analytic model: :func:`count_energy_inputs` counts MACs, weights and
+  activations moved, and :func:`estimate_model_energy` prices them with
+  :class:`~paretune.objectives.energy.EnergyCoefficients` (mJ, tagged ``estimated``).
 - ``latency_onnx``: :func:`paretune.objectives.onnx_latency.measure_onnx_latency`.
 """
 
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import statistics
 import timeit
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,9 +33,13 @@ from paretune.objectives.energy import EnergyCoefficients, estimate_energy
 
 __all__ = [
     "EnergyCoefficients",
+    "EnergyCounts",
+    "count_energy_inputs",
     "count_flops",
     "count_params",
+    "count_weights",
     "estimate_energy",
+    "estimate_model_energy",
     "measure_latency",
 ]
 
@@ -40,6 +47,90 @@ __all__ = [
 def count_params(model: nn.Module) -> float:
     """Trainable parameters of ``model``, in millions."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
+
+
+def count_weights(model: nn.Module) -> float:
+    """Values an inference reads as weights, in millions: every parameter (trainable or not)
+    and every floating-point buffer (e.g. BatchNorm's running statistics)."""
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return (params + buffers) / 1e6
+
+
+@dataclass(frozen=True)
+class EnergyCounts:
+    """What the analytic energy model prices, for one forward pass (millions of each).
+
+    Attributes:
+        macs_m: multiply-adds (torch's FLOP counter / 2, as :func:`count_flops`).
+        weights_m: weight values read (:func:`count_weights`).
+        activations_m: activation values moved: the input and output tensors of every call of a
+            leaf module (``nn.Identity`` moves nothing); element-wise work outside modules (the
+            sums of a cell's edges) is not counted.
+    """
+
+    macs_m: float
+    weights_m: float
+    activations_m: float
+
+
+def _tensor_values(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_values(o) for o in obj)
+    if isinstance(obj, Mapping):
+        return sum(_tensor_values(o) for o in obj.values())
+    return 0
+
+
+def count_energy_inputs(model: nn.Module, input_shape: Sequence[int]) -> EnergyCounts:
+    """MACs, weights and activations moved by one forward pass on a zero input of
+    ``input_shape`` (eval mode, no grad; the model's mode is restored).
+
+    Activations are counted by forward hooks on the leaf modules (those without children):
+    each call adds the sizes of its input and output tensors.
+    """
+    moved = [0]
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if not isinstance(module, nn.Identity):
+            moved[0] += _tensor_values(args) + _tensor_values(output)
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        macs = _count_macs(model, input_shape)
+    finally:
+        for h in handles:
+            h.remove()
+    return EnergyCounts(macs / 1e6, count_weights(model), moved[0] / 1e6)
+
+
+def estimate_model_energy(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    coefficients: EnergyCoefficients | Mapping[str, float] | None = None,
+) -> float:
+    """Analytic energy of one forward pass on ``input_shape``, in millijoules (``estimated``):
+    :func:`~paretune.objectives.energy.estimate_energy` of :func:`count_energy_inputs`."""
+    c = count_energy_inputs(model, input_shape)
+    return estimate_energy(c.macs_m, c.weights_m, c.activations_m, coefficients)
+
+
+def _count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros(tuple(input_shape), device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> float:
@@ -53,18 +144,7 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> float:
         model: the network.
         input_shape: the full input shape including the batch, e.g. ``(1, 3, 32, 32)``.
     """
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros(tuple(input_shape), device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() / 2 / 1e6
+    return _count_macs(model, input_shape) / 1e6
 
 
 def _synchronized_timer(device: torch.device):

@@ -14,7 +14,8 @@ metric            unit  meaning (source)
 ``latency``       ms    median latency at batch 1 on the trial's device (``measured``)
 ``latency_batch`` ms    median latency of one batch of ``latency_batch_size`` (``measured``)
 ``latency_onnx``  ms    batch-1 latency in ONNX Runtime, only with ``onnx_latency=True``
-``energy``        mJ    energy per image over a fixed inference window
+``energy``        mJ    energy per image over a fixed inference window (total drawn)
+``energy_dynamic`` mJ   the same window's energy per image above the device's idle power
 ``energy_train``  J     energy of the trial's training (all epochs, with validation)
 ================  ====  ===================================================================
 
@@ -23,6 +24,13 @@ Energy is measured by a meter of :mod:`paretune.objectives.energy` (NVML on a GP
 by the analytic model with ``energy_coefficients`` (``estimated``); it is never 0 for
 "unsupported". Each evaluation's ``sources`` say which, and its extras say why a meter was not
 used (``energy_meter_error``).
+
+``energy_dynamic``: before the inference window the meter reads ``energy_idle_s`` seconds with
+no work queued (the device synchronised first); the idle power times the window's length is
+subtracted from the window's energy (extras ``energy_idle_w``, ``energy_dynamic_method``). A
+result below 0 (work within the meter's noise) is reported as 0 (the raw value in
+``energy_dynamic_raw_mj``). The analytic model has no idle part, so when it is used
+``energy_dynamic`` equals ``energy``. Choose which is the objective in the config.
 
 Weights: with a ``trial_dir``, the trained ``state_dict`` is saved to ``trial_dir/weights.pt``
 with ``weights.json`` (architecture and build settings) beside it. When the proposal's
@@ -55,12 +63,19 @@ from paretune.objectives.energy import (
     EnergyCoefficients,
     EnergyMeter,
     EnergyReading,
+    energy_above_idle,
     estimate_energy,
     estimate_training_energy,
     finite_positive,
     make_energy_meter,
+    measure_idle,
 )
-from paretune.objectives.measure import count_flops, count_params, measure_latency
+from paretune.objectives.measure import (
+    EnergyCounts,
+    count_energy_inputs,
+    count_params,
+    measure_latency,
+)
 from paretune.spaces.base import Arch
 from paretune.spaces.nb201 import NB201Space
 
@@ -78,6 +93,7 @@ METRICS: dict[str, MetricInfo] = {
     "latency": MetricInfo("ms", "min", "measured"),
     "latency_batch": MetricInfo("ms", "min", "measured"),
     "energy": MetricInfo("mJ", "min", SOURCE_ESTIMATED),
+    "energy_dynamic": MetricInfo("mJ", "min", SOURCE_ESTIMATED),
     "energy_train": MetricInfo("J", "min", SOURCE_ESTIMATED),
 }
 ONNX_METRIC = "latency_onnx"
@@ -207,6 +223,7 @@ class TrainEvaluator:
             ``energy_min_window_s``).
         energy_warmup: untimed batches before the window.
         energy_min_window_s: shortest window, so that a meter's counter has time to move.
+        energy_idle_s: length of the idle reading before the window (``energy_dynamic``).
         rapl_root: the powercap folder for RAPL.
         energy_coefficients: :class:`EnergyCoefficients` or a dict of its fields (estimates).
         finetune_epochs: epochs when weights were inherited from a parent; ``None``: ``epochs``.
@@ -238,6 +255,7 @@ class TrainEvaluator:
         energy_batches: int = 20,
         energy_warmup: int = 2,
         energy_min_window_s: float = 0.5,
+        energy_idle_s: float = 0.5,
         rapl_root: str | os.PathLike = POWERCAP_ROOT,
         energy_coefficients: EnergyCoefficients | Mapping[str, float] | None = None,
         finetune_epochs: int | None = None,
@@ -277,6 +295,10 @@ class TrainEvaluator:
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"TrainEvaluator: {field}={value!r} must be a finite number >= 0")
+        if not (isinstance(energy_idle_s, int | float) and 0 < energy_idle_s < math.inf):
+            raise ValueError(
+                f"TrainEvaluator: energy_idle_s={energy_idle_s!r} must be a finite number > 0"
+            )
         if not isinstance(energy_meter, EnergyMeter) and energy_meter not in METER_KINDS:
             raise ValueError(
                 f"TrainEvaluator: energy_meter={energy_meter!r} is unknown "
@@ -319,6 +341,7 @@ class TrainEvaluator:
         self.energy_batches = int(energy_batches)
         self.energy_warmup = int(energy_warmup)
         self.energy_min_window_s = float(energy_min_window_s)
+        self.energy_idle_s = float(energy_idle_s)
         self.rapl_root = rapl_root
         self.finetune_epochs = None if finetune_epochs is None else int(finetune_epochs)
         self.save_weights = bool(save_weights)
@@ -346,7 +369,7 @@ class TrainEvaluator:
         meter, _ = self.meter()
         out = dict(METRICS)
         if meter is not None:
-            for name in ("energy", "energy_train"):
+            for name in ("energy", "energy_dynamic", "energy_train"):
                 out[name] = MetricInfo(out[name].unit, out[name].direction, meter.source)
         if self.onnx_latency:
             out[ONNX_METRIC] = MetricInfo("ms", "min", "measured")
@@ -375,6 +398,30 @@ class TrainEvaluator:
             num_classes=data.num_classes,
         )
 
+    def check_limits(self, objectives: Any, space: Any) -> None:
+        """Raise ValueError when the cheapest architecture of ``space`` exceeds a params or
+        FLOPs limit (no architecture can then meet it); other limits are not known up front."""
+        from paretune.objectives.measure import count_flops
+        from paretune.spaces.nb201 import cheapest_arch
+
+        cheap = [
+            (i, o)
+            for i, o in enumerate(objectives)
+            if o.limit is not None and o.name in ("params", "flops") and o.direction == "min"
+        ]
+        if not cheap:
+            return
+        data = self.data()
+        model = self.build(cheapest_arch(space), data)
+        shape = (1, data.in_channels, data.input_size, data.input_size)
+        costs = {"params": count_params(model), "flops": count_flops(model, shape)}
+        for i, o in cheap:
+            if costs[o.name] > o.limit:
+                raise ValueError(
+                    f"objectives[{i}].limit = {o.limit!r}: no architecture meets it "
+                    f"(the cheapest architecture of the space has {o.name} = {costs[o.name]:.6g})"
+                )
+
     # ------------------------------------------------------------------ measurement
     def _latencies(self, model: nn.Module, data: Dataset) -> tuple[dict[str, float], dict]:
         dev = self.device
@@ -398,13 +445,20 @@ class TrainEvaluator:
     @torch.no_grad()
     def _inference_window(
         self, model: nn.Module, data: Dataset, meter: EnergyMeter
-    ) -> tuple[EnergyReading, int]:
-        """Energy of ``energy_batches`` inference batches (at least ``energy_min_window_s``)."""
+    ) -> tuple[EnergyReading, EnergyReading | Exception, int]:
+        """Energy of ``energy_batches`` inference batches (at least ``energy_min_window_s``),
+        the idle reading before them (or why it failed), and the images of the window."""
         dev = self.device
         x = _batch_of(data.test.x, self.energy_batch_size).to(dev)
         was_training = model.training
         model.eval()
         try:
+            _sync(dev)
+            idle: EnergyReading | Exception
+            try:
+                idle = measure_idle(meter, self.energy_idle_s)
+            except Exception as exc:  # noqa: BLE001 - energy_dynamic then falls back
+                idle = exc
             for _ in range(self.energy_warmup):
                 model(x)
             _sync(dev)
@@ -423,21 +477,25 @@ class TrainEvaluator:
             reading = window.stop()
         finally:
             model.train(was_training)
-        return reading, batches * len(x)
+        return reading, idle, batches * len(x)
 
     def _inference_energy(
-        self, model: nn.Module, data: Dataset, params: float, flops: float, lat: dict[str, float]
-    ) -> tuple[float, str, dict[str, Any]]:
-        """Per-image energy (mJ), its source and extras: measured when a meter works."""
+        self, model: nn.Module, data: Dataset, counts: EnergyCounts
+    ) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
+        """Per-image ``energy`` and ``energy_dynamic`` (mJ), their sources and extras:
+        measured when a meter works, else the analytic model."""
         meter, why = self.meter()
+        values: dict[str, float] = {}
+        sources: dict[str, str] = {}
         extras: dict[str, Any] = {}
         if meter is not None:
             try:
-                reading, images = self._inference_window(model, data, meter)
+                reading, idle, images = self._inference_window(model, data, meter)
             except Exception as exc:  # noqa: BLE001 - a failing meter must not fail the trial
                 why = f"{meter.describe()} failed: {type(exc).__name__}: {exc}"
             else:
-                mj = reading.joules * 1e3 / max(images, 1)
+                images = max(images, 1)
+                mj = reading.joules * 1e3 / images
                 extras.update(
                     energy_window_s=reading.seconds,
                     energy_window_images=images,
@@ -446,15 +504,41 @@ class TrainEvaluator:
                     energy_meter=meter.describe(),
                 )
                 if finite_positive(mj):
-                    return mj, reading.source, extras
-                why = f"{meter.describe()} read {reading.joules!r} J over {reading.seconds:.3g} s"
-        bs = self.latency_batch_size
-        # Per image: the weights are read once per batch, the static power lasts the batch.
-        mj = estimate_energy(
-            flops, params / bs, lat["latency_batch"] / bs, self.energy_coefficients
-        )
-        extras["energy_meter_error"] = why
-        return mj, SOURCE_ESTIMATED, extras
+                    values["energy"], sources["energy"] = mj, reading.source
+                    if isinstance(idle, Exception):
+                        extras["energy_dynamic_error"] = (
+                            f"idle reading failed: {type(idle).__name__}: {idle}"
+                        )
+                    else:
+                        joules, method = energy_above_idle(reading, idle)
+                        raw = joules * 1e3 / images
+                        values["energy_dynamic"] = max(raw, 0.0)
+                        sources["energy_dynamic"] = reading.source
+                        extras.update(
+                            energy_idle_w=idle.watts,
+                            energy_idle_s=idle.seconds,
+                            energy_dynamic_raw_mj=raw,
+                            energy_dynamic_method=method,
+                        )
+                else:
+                    why = (
+                        f"{meter.describe()} read {reading.joules!r} J over {reading.seconds:.3g} s"
+                    )
+        if "energy_dynamic" not in values:
+            # The analytic model, per image of the window's batches: the weights are read once
+            # per batch, MACs and activations once per image. It has no idle part.
+            mj = estimate_energy(
+                counts.macs_m,
+                counts.weights_m / self.energy_batch_size,
+                counts.activations_m,
+                self.energy_coefficients,
+            )
+            if "energy" not in values:
+                values["energy"], sources["energy"] = mj, SOURCE_ESTIMATED
+                extras["energy_meter_error"] = why
+            values["energy_dynamic"], sources["energy_dynamic"] = mj, SOURCE_ESTIMATED
+            extras.setdefault("energy_dynamic_method", "analytic model (no idle part)")
+        return values, sources, extras
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, arch: Arch, report: ReportFn | None = None, **context: Any) -> Evaluation:
@@ -464,8 +548,8 @@ class TrainEvaluator:
             arch: an architecture of the NB201 space.
             report: called after every epoch with ``accuracy`` (valid, %), the costs measured
                 before training (``params``, ``flops``, ``latency``, ``latency_batch``,
-                ``energy``, and ``latency_onnx`` when on), ``energy_train`` so far, ``epoch``
-                (from 1) and ``train_loss``.
+                ``energy``, ``energy_dynamic``, and ``latency_onnx`` when on), ``energy_train``
+                so far, ``epoch`` (from 1) and ``train_loss``.
             **context: ``meta`` (the proposal's metadata: ``parent_checkpoint`` names weights to
                 inherit; also accepted directly) and ``trial_dir`` (where to save the weights).
         """
@@ -485,16 +569,16 @@ class TrainEvaluator:
         started = time.perf_counter()
         shape = (1, data.in_channels, data.input_size, data.input_size)
         params = count_params(model)
-        flops = count_flops(model, shape)
+        counts = count_energy_inputs(model, shape)
+        flops = counts.macs_m
         lat, extras = self._latencies(model, data)
-        energy, energy_source, energy_extras = self._inference_energy(
-            model, data, params, flops, lat
-        )
+        energies, energy_sources, energy_extras = self._inference_energy(model, data, counts)
         extras.update(energy_extras)
         measure_time = time.perf_counter() - started
-        costs = {"params": params, "flops": flops, **lat, "energy": energy}
+        costs = {"params": params, "flops": flops, **lat, **energies}
         sources = {name: "measured" for name in ("accuracy", "test_accuracy", *costs)}
-        sources["energy"] = energy_source
+        sources.update(energy_sources)
+        energy_source = energy_sources["energy"]
 
         inherited, why = 0, None
         if checkpoint:
@@ -537,9 +621,13 @@ class TrainEvaluator:
                     extras["energy_train_error"] = f"meter read {reading.joules!r} J"
                 except Exception as exc:  # noqa: BLE001
                     extras["energy_train_error"] = f"{type(exc).__name__}: {exc}"
-            seconds = time.perf_counter() - started
             joules = estimate_training_energy(
-                flops, params, samples, steps, seconds, self.energy_coefficients
+                counts.macs_m,
+                counts.weights_m,
+                counts.activations_m,
+                samples,
+                steps,
+                self.energy_coefficients,
             )
             return joules, SOURCE_ESTIMATED
 

@@ -1,8 +1,9 @@
 """Energy meters: NVML against a fake NVML (it says so), RAPL against a fake powercap tree.
 
-There is no NVIDIA GPU and no readable RAPL on the machines that run these tests, so the
-hardware is faked, and each fake says it is one; on this machine the real choice is checked:
-no meter, and the trainer's energies come back ``estimated`` and positive.
+The hardware is faked, and each fake says it is one, so that these tests give the same result
+on machines with and without a GPU or readable RAPL: no test reads the host's real GPUs (the
+fake NVML is never given a UUID torch reports), and the host's real RAPL decides only the test
+that says so.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from paretune.objectives.energy import (
     EnergyUnavailable,
     NVMLMeter,
     RAPLMeter,
+    energy_above_idle,
     estimate_training_energy,
     make_energy_meter,
+    measure_idle,
     rapl_zones,
     trial_gpu_ids,
 )
@@ -35,9 +38,10 @@ class FakeNVML:
     """FAKE NVML module for tests: NOT the NVIDIA library, no GPU is read.
 
     Mimics the functions of ``pynvml`` that :class:`NVMLMeter` calls. Each fake GPU draws a
-    constant power (W); its energy counter (mJ) grows with wall time at that power. GPUs
-    listed in ``no_counter`` raise on ``nvmlDeviceGetTotalEnergyConsumption`` (pre-Volta), so
-    the meter must fall back to polling ``nvmlDeviceGetPowerUsage`` (mW).
+    power (W) that a test may change (:meth:`set_watts`); its energy counter (mJ) integrates
+    that power over wall time. GPUs listed in ``no_counter`` raise on
+    ``nvmlDeviceGetTotalEnergyConsumption`` (pre-Volta), so the meter must fall back to polling
+    ``nvmlDeviceGetPowerUsage`` (mW).
     """
 
     FAKE = True
@@ -49,10 +53,12 @@ class FakeNVML:
         uuids: dict[str, int] | None = None,
         no_counter: frozenset[int] = frozenset(),
     ):
-        self.watts = watts
+        self.watts = dict(watts)
         self.uuids = uuids or {}
         self.no_counter = no_counter
         self.t0 = time.perf_counter()
+        self.energy_mj = {h: 1_000_000.0 for h in self.watts}
+        self.last = {h: self.t0 for h in self.watts}
         self.initialised = False
         self.counter_reads = 0
         self.power_reads = 0
@@ -70,11 +76,21 @@ class FakeNVML:
             raise FakeNVMLError(f"fake NVML: no GPU {uuid}")
         return self.uuids[uuid]
 
+    def _advance(self, handle: int) -> None:
+        now = time.perf_counter()
+        self.energy_mj[handle] += self.watts[handle] * (now - self.last[handle]) * 1e3
+        self.last[handle] = now
+
+    def set_watts(self, handle: int, watts: float) -> None:
+        self._advance(handle)
+        self.watts[handle] = watts
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
         if handle in self.no_counter:
             raise FakeNVMLError("fake NVML: Not Supported")
         self.counter_reads += 1
-        return int(1_000_000 + self.watts[handle] * (time.perf_counter() - self.t0) * 1e3)
+        self._advance(handle)
+        return int(self.energy_mj[handle])
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         self.power_reads += 1
@@ -226,16 +242,60 @@ def test_make_energy_meter_on_this_machine(tmp_path):
     assert meter is None and "does not exist" in why
     meter, why = make_energy_meter("estimate", "cpu")
     assert meter is None and why == "energy_meter = 'estimate'"
-    meter, _ = make_energy_meter("nvml", "cpu", nvml=FakeNVML({0: 1.0}))
-    assert isinstance(meter, NVMLMeter) and meter.device_ids == ["0"]
     with pytest.raises(ValueError, match=r"energy meter 'joules' is unknown \(allowed:"):
         make_energy_meter("joules")
 
 
+def test_make_energy_meter_nvml_ignores_the_hosts_real_gpus():
+    # A cpu trial with "nvml" measures the first visible GPU, and never asks torch for a UUID
+    # (on a GPU machine the real GPU's UUID is not in the fake): only the environment decides.
+    fake = FakeNVML({0: 1.0, 1: 2.0}, uuids={"GPU-aaaa": 0, "GPU-bbbb": 1})
+    meter, why = make_energy_meter("nvml", "cpu", nvml=fake, environ={})
+    assert isinstance(meter, NVMLMeter) and meter.device_ids == ["0"] and why == ""
+    meter, _ = make_energy_meter(
+        "nvml", "cpu", nvml=fake, environ={"CUDA_VISIBLE_DEVICES": "GPU-bbbb,GPU-aaaa"}
+    )
+    assert meter.device_ids == ["GPU-bbbb"]
+    # a CUDA trial: the UUID of its device comes first (here a fake lookup, not torch)
+    uuids = {0: "bbbb", 1: "aaaa"}
+    meter, _ = make_energy_meter(
+        "auto", "cuda:1", nvml=fake, environ={}, uuid_of=lambda i: uuids[i]
+    )
+    assert isinstance(meter, NVMLMeter) and meter.device_ids == ["GPU-aaaa"]
+    meter, why = make_energy_meter("auto", "cuda", nvml=fake, environ={}, uuid_of=lambda i: "cc")
+    assert meter is None and "cannot open GPU 'GPU-cc'" in why
+
+
+def test_idle_baseline_and_energy_above_idle():
+    fake = FakeNVML({0: 60.0})  # a FAKE GPU idling at 60 W
+    meter = NVMLMeter([0], nvml=fake)
+    idle = measure_idle(meter, 0.1)
+    assert idle.seconds >= 0.1 and idle.watts == pytest.approx(60.0, rel=0.05)
+    fake.set_watts(0, 100.0)  # work starts: 40 W above idle
+    window = meter.start()
+    time.sleep(0.2)
+    total = window.stop()
+    joules, method = energy_above_idle(total, idle)
+    assert total.joules == pytest.approx(100.0 * total.seconds, rel=0.05)
+    assert joules == pytest.approx(40.0 * total.seconds, rel=0.15)
+    assert method == "nvml-energy-counter minus idle power x window time"
+    # the same work with no power above idle reads about 0, whatever the static power
+    fake.set_watts(0, 60.0)
+    flat = meter.start()
+    time.sleep(0.1)
+    near_zero, _ = energy_above_idle(flat.stop(), idle)
+    assert abs(near_zero) < 0.1 * 60.0 * 0.1
+    with pytest.raises(ValueError, match="seconds=0 must be > 0"):
+        measure_idle(meter, 0)
+
+
 def test_estimate_training_energy_formula():
-    c = EnergyCoefficients(pj_per_mac=2.0, pj_per_byte=100.0, bytes_per_param=4.0, static_w=0.5)
-    # 3 x 10 M MACs x 1000 samples x 2 pJ = 0.06 J; 3 x 1 M x 4 B x 100 pJ x 20 steps = 0.024 J;
-    # 0.5 W x 3 s = 1.5 J
-    assert estimate_training_energy(10.0, 1.0, 1000, 20, 3.0, c) == pytest.approx(1.584)
-    assert estimate_training_energy(10.0, 1.0, 2000, 20, 3.0, c) > 1.584
+    c = EnergyCoefficients(
+        pj_per_mac=2.0, pj_per_weight_byte=100.0, pj_per_activation_byte=1.0, bytes_per_value=4.0
+    )
+    # per sample 3 x (10 M MACs x 2 pJ + 5 M activations x 4 B x 1 pJ) = 120 uJ, x 1000 = 0.12 J;
+    # per step 3 x 1 M weights x 4 B x 100 pJ = 1.2 mJ, x 20 steps = 0.024 J. No time term.
+    assert estimate_training_energy(10.0, 1.0, 5.0, 1000, 20, c) == pytest.approx(0.144)
+    assert estimate_training_energy(10.0, 1.0, 5.0, 2000, 20, c) > 0.144
+    assert estimate_training_energy(20.0, 1.0, 5.0, 1000, 20, c) > 0.144
     assert SOURCE_ESTIMATED == "estimated"

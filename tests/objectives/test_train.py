@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from paretune.objectives.base import Evaluator
-from paretune.objectives.measure import count_flops, count_params
+from paretune.objectives.energy import EnergyMeter, EnergyReading
+from paretune.objectives.measure import count_energy_inputs, count_flops, count_params
 from paretune.objectives.train import TrainEvaluator
 from paretune.spaces.nb201 import NB201Space
 
@@ -26,7 +27,7 @@ def _restore_threads():
 
 
 def test_trains_reports_every_epoch_and_measures():
-    ev = TrainEvaluator(**FAST)
+    ev = TrainEvaluator(**FAST, energy_meter="estimate")  # the same on every host
     assert isinstance(ev, Evaluator)
     reports = []
     result = ev.evaluate(ARCH, report=reports.append, parent_checkpoint=None, generation=3)
@@ -39,6 +40,7 @@ def test_trains_reports_every_epoch_and_measures():
         "latency",
         "latency_batch",
         "energy",
+        "energy_dynamic",
         "energy_train",
         "epoch",
         "train_loss",
@@ -61,6 +63,7 @@ def test_trains_reports_every_epoch_and_measures():
             "latency",
             "latency_batch",
             "energy",
+            "energy_dynamic",
             "energy_train",
         }
     )
@@ -72,9 +75,11 @@ def test_trains_reports_every_epoch_and_measures():
         "flops": "measured",
         "latency": "measured",
         "latency_batch": "measured",
-        "energy": "estimated",  # no GPU, no readable RAPL here
+        "energy": "estimated",
+        "energy_dynamic": "estimated",
         "energy_train": "estimated",
     }
+    assert v["energy_dynamic"] == v["energy"]  # the analytic model has no idle part
     model = ev.build(ARCH)
     assert v["params"] == count_params(model)
     assert v["flops"] == count_flops(model, (1, 1, 8, 8))
@@ -128,7 +133,9 @@ def test_device_resolution_and_settings_are_checked():
 
 def test_energy_coefficients_change_the_estimate_only():
     base = TrainEvaluator(
-        **FAST, energy_coefficients={"static_w": 0.0, "pj_per_byte": 0.0}
+        **FAST,
+        energy_meter="estimate",
+        energy_coefficients={"pj_per_weight_byte": 0.0, "pj_per_activation_byte": 0.0},
     ).evaluate(ARCH)
     # with only the per-MAC term left, energy is flops x pJ/MAC (mJ = M x pJ x 1e-3)
     assert base.values["energy"] == pytest.approx(base.values["flops"] * 4.6e-3)
@@ -136,49 +143,134 @@ def test_energy_coefficients_change_the_estimate_only():
 
 # ---------------------------------------------------------------------- latency and energy
 def test_batch_latency_is_measured_separately():
-    result = TrainEvaluator(**FAST, latency_batch_size=16, energy_meter="estimate").evaluate(ARCH)
+    ev = TrainEvaluator(**FAST, latency_batch_size=16, energy_meter="estimate")
+    result = ev.evaluate(ARCH)
     v = result.values
     assert v["latency_batch"] > v["latency"] > 0  # 16 images take longer than 1
     assert result.extras["latency_batch_size"] == 16
     assert result.extras["energy_meter_error"] == "energy_meter = 'estimate'"
-    # the estimate is per image: weights read once per batch, static power over the batch
-    flops, params = v["flops"], v["params"]
-    expected = flops * 4.6e-3 + params / 16 * 4 * 160e-3 + 1.0 * v["latency_batch"] / 16
-    assert v["energy"] == pytest.approx(expected)
+    # the estimate is per image of the energy window's batches (32): weights read once per
+    # batch, MACs and activations once per image; no latency in it
+    c = count_energy_inputs(ev.build(ARCH), (1, 1, 8, 8))
+    expected = c.macs_m * 4.6e-3 + c.weights_m / 32 * 4 * 160e-3 + c.activations_m * 4 * 1.25e-3
+    assert v["energy"] == pytest.approx(expected) and c.macs_m == v["flops"]
+    assert result.extras["energy_dynamic_method"] == "analytic model (no idle part)"
 
 
-def test_energy_on_this_machine_is_estimated_never_zero():
-    ev = TrainEvaluator(**{**FAST, "epochs": 1})  # energy_meter="auto"
-    assert ev.metrics()["energy"].source == "estimated"
+def test_estimate_is_not_latency_times_a_constant(monkeypatch):
+    import paretune.objectives.train as train
+
+    # Every network "measures" 1 ms: the estimate must still tell them apart by their work.
+    monkeypatch.setattr(train, "measure_latency", lambda *a, **k: 1.0)
+    ev = TrainEvaluator(**{**FAST, "epochs": 1}, energy_meter="estimate")
+    light = SPACE.decode("|none~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|")
+    heavy = SPACE.decode(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+        "nor_conv_3x3~2|"
+    )
+    a, b = ev.evaluate(light).values, ev.evaluate(heavy).values
+    assert a["latency"] == b["latency"] == 1.0
+    assert b["flops"] > a["flops"] and b["energy"] > 1.5 * a["energy"] > 0
+    assert a["energy_dynamic"] == a["energy"] and b["energy_dynamic"] == b["energy"]
+
+
+def test_energy_on_this_machine_never_zero():
+    from paretune.objectives.energy import EnergyUnavailable, rapl_zones
+
+    ev = TrainEvaluator(**{**FAST, "epochs": 1})  # energy_meter="auto", device cpu
+    try:
+        rapl_zones()
+    except EnergyUnavailable:
+        expected = "estimated"  # this machine: no readable RAPL
+    else:
+        expected = "measured-rapl"  # a machine with readable RAPL (the counter may still fail)
+    assert ev.metrics()["energy"].source == ev.metrics()["energy_dynamic"].source == expected
     result = ev.evaluate(ARCH)
-    assert result.sources["energy"] == result.sources["energy_train"] == "estimated"
+    assert result.sources["energy"] in (expected, "estimated")
     assert result.values["energy"] > 0 and result.values["energy_train"] > 0
-    assert "RAPL" in result.extras["energy_meter_error"]  # why no meter was used
+    assert result.values["energy_dynamic"] >= 0
+    if expected == "estimated":
+        assert "RAPL" in result.extras["energy_meter_error"]  # why no meter was used
 
 
 def test_nvml_meter_measures_inference_window_and_training():
     from paretune.objectives.energy import NVMLMeter
     from tests.objectives.test_energy import FakeNVML
 
-    fake = FakeNVML({0: 100.0})  # a FAKE GPU drawing 100 W
+    fake = FakeNVML({0: 100.0})  # a FAKE GPU drawing 100 W, busy or idle
     ev = TrainEvaluator(
         **{**FAST, "epochs": 1},
         energy_meter=NVMLMeter([0], nvml=fake),
         energy_batch_size=8,
         energy_batches=3,
         energy_min_window_s=0.05,
+        energy_idle_s=0.05,
     )
     assert ev.metrics()["energy"].source == "measured-nvml"
+    assert ev.metrics()["energy_dynamic"] == ev.metrics()["energy"]
     result = ev.evaluate(ARCH)
     v, x = result.values, result.extras
     assert result.sources["energy"] == result.sources["energy_train"] == "measured-nvml"
+    assert result.sources["energy_dynamic"] == "measured-nvml"
     assert x["energy_method"] == "nvml-energy-counter" and x["energy_window_s"] >= 0.05
     assert x["energy_window_images"] >= 3 * 8 and x["energy_window_images"] % 8 == 0
     assert v["energy"] == pytest.approx(x["energy_window_j"] * 1e3 / x["energy_window_images"])
     assert x["energy_window_j"] == pytest.approx(100.0 * x["energy_window_s"], rel=0.2)
+    # static power only (what the H200 showed): the total is large, the energy above idle ~0
+    assert x["energy_idle_w"] == pytest.approx(100.0, rel=0.1) and x["energy_idle_s"] >= 0.05
+    assert abs(x["energy_dynamic_raw_mj"]) < 0.1 * v["energy"]
+    assert v["energy_dynamic"] == max(x["energy_dynamic_raw_mj"], 0.0)
+    assert x["energy_dynamic_method"] == "nvml-energy-counter minus idle power x window time"
     # the training window covers the epochs (and their validation): 100 W x about train_time_s
     assert v["energy_train"] == pytest.approx(100.0 * x["train_time_s"], rel=0.3)
     assert "energy_meter_error" not in x
+
+
+class ScriptedMeter(EnergyMeter):
+    """FAKE meter for tests, no hardware: window k draws ``watts[k]`` W (the last one after)."""
+
+    source = "measured-nvml"
+    method = "fake-scripted"
+
+    def __init__(self, watts: list[float]) -> None:
+        self.watts = watts
+        self.windows = 0
+
+    def _begin(self) -> dict:
+        k = min(self.windows, len(self.watts) - 1)
+        self.windows += 1
+        return {"w": self.watts[k]}
+
+    def _sample(self, state: dict) -> None:
+        pass
+
+    def _reading(self, state: dict, seconds: float) -> EnergyReading:
+        return EnergyReading(state["w"] * seconds, seconds, self.source, self.method)
+
+
+def test_energy_dynamic_subtracts_the_idle_power():
+    # window 1: the idle reading (10 W), window 2: inference (30 W), then training
+    ev = TrainEvaluator(
+        **{**FAST, "epochs": 1},
+        energy_meter=ScriptedMeter([10.0, 30.0, 30.0]),
+        energy_batches=2,
+        energy_min_window_s=0.0,
+        energy_idle_s=0.02,
+    )
+    result = ev.evaluate(ARCH)
+    v, x = result.values, result.extras
+    images, seconds = x["energy_window_images"], x["energy_window_s"]
+    assert v["energy"] == pytest.approx(30.0 * seconds * 1e3 / images)
+    assert v["energy_dynamic"] == pytest.approx(20.0 * seconds * 1e3 / images)
+    assert x["energy_idle_w"] == pytest.approx(10.0)
+    assert result.sources["energy_dynamic"] == "measured-nvml"
+    # an idle reading that fails: the total stays measured, energy above idle is estimated
+    broken = TrainEvaluator(
+        **{**FAST, "epochs": 1}, energy_meter=ScriptedMeter([float("nan"), 30.0])
+    ).evaluate(ARCH)
+    assert broken.sources["energy"] == "measured-nvml"
+    assert broken.sources["energy_dynamic"] == "estimated"
+    assert "idle power of nan W" in broken.extras["energy_dynamic_error"]
 
 
 def test_a_meter_reading_zero_falls_back_to_the_estimate(tmp_path):
@@ -212,6 +304,8 @@ def test_new_settings_are_checked():
         TrainEvaluator(finetune_epochs=0)
     with pytest.raises(ValueError, match="energy_batches=0 must be an integer >= 1"):
         TrainEvaluator(energy_batches=0)
+    with pytest.raises(ValueError, match="energy_idle_s=0 must be a finite number > 0"):
+        TrainEvaluator(energy_idle_s=0)
 
 
 # ---------------------------------------------------------------------- weights and inheritance
