@@ -68,6 +68,7 @@ class TrainEvaluatorConfig(_Strict):
     energy_batches: int = Field(20, ge=1)
     energy_warmup: int = Field(2, ge=0)
     energy_min_window_s: float = Field(0.5, ge=0)
+    energy_idle_s: float = Field(0.5, gt=0)
     rapl_root: str = "/sys/class/powercap"
     finetune_epochs: int | None = Field(None, ge=1)
     save_weights: bool = True
