@@ -23,8 +23,16 @@ no allocator cache or high-water mark leaks from one measurement into another. M
   data and a warm-up of torch's autograd on a throwaway network, which every trial pays alike);
 * ``tracemalloc peak``: Python-heap allocations during the trial. Torch's CPU tensors are not
   allocated through Python's allocator, so this is the Python-side overhead only;
-* ``torch.cuda.max_memory_allocated`` when CUDA is available (the trial then runs on the GPU);
-  otherwise the table says ``no GPU``.
+* ``torch.cuda.max_memory_allocated`` when the trials run on CUDA (``--device cuda``, or
+  ``auto`` where CUDA is available): the peak is reset just before the trial and read after
+  it; otherwise the table says ``no GPU``.
+
+CUDA cannot be used in a process forked from one that initialised it ("Cannot re-initialize
+CUDA in forked subprocess"), and the forkserver's preloaded modules query CUDA. So a CUDA
+measurement runs in a *spawned* process (a fresh interpreter that pays torch's import, seconds
+per measurement), the parent only asks NVML whether a GPU exists
+(``PYTORCH_NVML_BASED_CUDA_CHECK``, which leaves CUDA uninitialised), and CPU measurements keep
+the forkserver.
 
 The trials are the architectures the ``pertnas`` engine proposes in each space (engine seed 0,
 driven by a cheap analytic stand-in for the objectives, since only *which* architectures it
@@ -50,6 +58,7 @@ Usage::
 
     python benchmarks/pertnas_memory.py           # both configs: ~4 min idle, ~11 min loaded
     python benchmarks/pertnas_memory.py --configs digits --steps 2
+    python benchmarks/pertnas_memory.py --device cuda   # trials on the GPU (spawned processes)
 """
 
 from __future__ import annotations
@@ -286,16 +295,20 @@ def _reset_peak_rss() -> bool:
     return _status_kib("VmHWM") is not None
 
 
-def measure_trial(ops: list[str] | None, supernet: str | None, config: str, steps: int) -> dict:
-    """One trial in this (fresh) process: build, train ``steps`` steps, measure."""
+def measure_trial(
+    ops: list[str] | None, supernet: str | None, config: str, steps: int, device: str = "cpu"
+) -> dict:
+    """One trial in this (fresh) process: build, train ``steps`` steps, measure on ``device``."""
     import torch
 
     from paretune.objectives.measure import count_flops, count_params, measure_latency
 
     torch.set_num_threads(1)
     cfg = CONFIGS[config]
-    cuda = torch.cuda.is_available()
-    dev = torch.device("cuda" if cuda else "cpu")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.init()  # first CUDA use of this process: fails here, clearly, if it cannot
     gen = torch.Generator().manual_seed(0)
     if config == "digits":
         from paretune.objectives.data import load_dataset
@@ -322,8 +335,9 @@ def measure_trial(ops: list[str] | None, supernet: str | None, config: str, step
     del warm, warm_opt
     gc.collect()
     if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
     rss_before = _status_kib("VmRSS")
     hwm_reset = _reset_peak_rss()
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -364,7 +378,7 @@ def measure_trial(ops: list[str] | None, supernet: str | None, config: str, step
     flops = count_flops(model, (1, cfg["in_channels"], cfg["size"], cfg["size"]))
     latency = measure_latency(model, x_val[:1], device=dev, warmup=2, repeats=5, threads=1)
     if cuda:
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - started
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -379,7 +393,7 @@ def measure_trial(ops: list[str] | None, supernet: str | None, config: str, step
         "rss_peak_mib": rss_peak_kib / 1024.0,
         "rss_method": how,
         "tracemalloc_peak_mib": py_peak / MIB,
-        "cuda_peak_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
+        "cuda_peak_mib": torch.cuda.max_memory_allocated(dev) / MIB if cuda else None,
         "device": str(dev),
         "params_m": params,
         "flops_m": flops,
@@ -410,7 +424,9 @@ def measure_engine(space_name: str, asks: int) -> dict:
 def _child(job: dict) -> dict:
     if job["kind"] == "engine":
         return measure_engine(job["space"], job["asks"])
-    return measure_trial(job.get("ops"), job.get("supernet"), job["config"], job["steps"])
+    return measure_trial(
+        job.get("ops"), job.get("supernet"), job["config"], job["steps"], job.get("device", "cpu")
+    )
 
 
 def _child_entry(job: dict, conn) -> None:
@@ -427,17 +443,48 @@ def _child_entry(job: dict, conn) -> None:
 _CONTEXT = None
 
 
-def run_child(job: dict) -> dict:
-    """Run one measurement in a fresh process and return its result.
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU, asked through NVML so that this process does not
+    initialise CUDA (``PYTORCH_NVML_BASED_CUDA_CHECK=1``; torch falls back to the CUDA runtime
+    only where NVML cannot answer)."""
+    import torch
 
-    Each measurement is a new process forked from a ``forkserver`` that has only imported
-    torch and paretune (it never ran a tensor operation), so no allocator cache, thread pool or
-    memory high-water mark carries over between measurements, without paying the imports again.
-    """
+    before = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    try:
+        return bool(torch.cuda.is_available())
+    finally:
+        if before is None:
+            del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+        else:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = before
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` where a GPU is visible, else ``cpu``; ``cuda`` without one exits."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"--device {device!r} is unknown (allowed: auto, cpu, cuda)")
+    if device == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if device == "cuda":
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here (use cpu or auto)")
+    return "cpu"
+
+
+def _single_threaded() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def _context(job: dict):
+    """``spawn`` for a CUDA measurement, else the shared ``forkserver`` (made once)."""
     global _CONTEXT
+    _single_threaded()
+    if str(job.get("device", "cpu")).startswith("cuda"):
+        return multiprocessing.get_context("spawn")
     if _CONTEXT is None:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        os.environ["MKL_NUM_THREADS"] = "1"
         _CONTEXT = multiprocessing.get_context("forkserver")
         _CONTEXT.set_forkserver_preload(
             [
@@ -450,8 +497,21 @@ def run_child(job: dict) -> dict:
                 "paretune.search_algos.perturbation",
             ]
         )
-    parent, child = _CONTEXT.Pipe(duplex=False)
-    proc = _CONTEXT.Process(target=_child_entry, args=(job, child))
+    return _CONTEXT
+
+
+def run_child(job: dict) -> dict:
+    """Run one measurement in a fresh process and return its result.
+
+    On the CPU each measurement is a new process forked from a ``forkserver`` that has only
+    imported torch and paretune (it never ran a tensor operation), so no allocator cache,
+    thread pool or memory high-water mark carries over between measurements, without paying the
+    imports again. A CUDA measurement (``job["device"]`` ``cuda``) is a spawned process: CUDA
+    cannot run in a forked one once the forkserver's imports have queried it.
+    """
+    ctx = _context(job)
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_entry, args=(job, child))
     proc.start()
     child.close()
     try:
@@ -483,6 +543,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--extra", type=int, default=3, help="trials beyond the design cells")
     p.add_argument("--asks", type=int, default=300, help="ask/tell rounds for the engine memory")
     p.add_argument("--no-supernet", action="store_true", help="skip the supernet contrast")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA where available), cpu or cuda: the trials"
+    )
     return p.parse_args(argv)
 
 
@@ -604,6 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown configs {sorted(unknown)} (known: {list(CONFIGS)})")
     start = time.perf_counter()
+    device = resolve_device(args.device)
     check_local_builder()
     archs = {s: trial_archs(s, args.proposals, args.extra) for s in SPACES}
     lines = []
@@ -614,7 +678,10 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_supernet:
                 jobs.append({"kind": "trial", "supernet": space})
             out = [
-                {**run_child({**j, "config": config, "steps": args.steps}), "ops": j.get("ops")}
+                {
+                    **run_child({**j, "config": config, "steps": args.steps, "device": device}),
+                    "ops": j.get("ops"),
+                }
                 for j in jobs
             ]
             sup = None if args.no_supernet else out.pop()
