@@ -402,3 +402,25 @@ def test_unreadable_or_missing_parent_trains_from_scratch(tmp_path):
     assert result.extras["inherited"] is False and result.extras["inherited_tensors"] == 0
     assert "unreadable" in result.extras["inherit_error"] and result.extras["epochs"] == 2
     assert result.values["accuracy"] > 10
+
+
+def test_energy_dynamic_is_an_objective_wherever_energy_is(tmp_path):
+    from paretune.objectives import make_evaluator
+    from paretune.objectives.base import ObjectiveSet, check_objectives
+    from paretune.platform.config import load_config
+
+    conf = tmp_path / "dyn.yaml"
+    conf.write_text(
+        "name: dyn\n"
+        "evaluator: {kind: train, energy_idle_s: 0.2}\n"
+        "objectives:\n"
+        "  - {name: accuracy, direction: max}\n"
+        "  - {name: energy_dynamic, direction: min}\n"
+    )
+    cfg = load_config(conf)
+    ev = make_evaluator("train", **cfg.evaluator.model_dump(exclude={"kind"}))
+    assert ev.energy_idle_s == 0.2
+    info = ev.metrics()["energy_dynamic"]
+    assert (info.unit, info.direction) == ("mJ", "min")
+    objectives = ObjectiveSet.of(*((o.name, o.direction) for o in cfg.objectives))
+    check_objectives(objectives, ev.metrics())  # raises when a name is not a metric
