@@ -3,7 +3,7 @@
 An engine proposes architectures (``ask``), is told what they scored (``tell``) or that they
 failed (``tell_failure``), and can save and restore its whole state as plain JSON-serialisable
 data (``state_dict`` / ``load_state_dict``). Engines import neither Ray nor MLflow; the Ray Tune
-adapter (:mod:`paretune.search_algos.ray_searcher`) wraps any of them.
+adapter (:mod:`paretune.platform.searcher`) wraps any of them.
 
 The base class keeps the bookkeeping every engine needs: a seeded numpy RNG, proposal ids, the
 proposals in flight, the history of finished evaluations and the constrained Pareto archive.
@@ -109,6 +109,7 @@ class Engine:
         self._next_id = 0
         self.pending: dict[int, Proposal] = {}
         self.history: list[Record] = []
+        self._told: set[int] = set()  # proposal ids in the history
 
     # ------------------------------------------------------------------ public API
     def ask(self) -> Proposal | None:
@@ -117,32 +118,50 @@ class Engine:
         if proposed is None:
             return None
         arch, meta = proposed
-        proposal = Proposal(self._next_id, self.space.validate(arch), dict(meta))
+        proposal = Proposal(self._next_id, self._space_for(meta).validate(arch), dict(meta))
         self._next_id += 1
         self.pending[proposal.id] = proposal
         return proposal
 
-    def tell(self, proposal: Proposal, values: Mapping[str, float]) -> None:
-        """Report the objective values of ``proposal``.
+    def tell(self, proposal: Proposal, values: Mapping[str, float]) -> bool:
+        """Report the objective values of ``proposal``; False when it was ignored.
 
-        Values that are missing, NaN or infinite for any objective count as a failure.
+        Values that are missing, NaN or infinite for any objective count as a failure. A
+        proposal is told once: telling a proposal id that is already in the history again (a
+        result or a failure) is ignored and returns False, so nothing is recorded twice.
         """
+        if self.was_told(proposal):
+            return False
         if not self.objectives.is_valid(values):
             bad = {n: values.get(n) for n in self.objectives.names} if values else values
-            self.tell_failure(proposal, f"invalid objective values: {bad}")
-            return
+            return self.tell_failure(proposal, f"invalid objective values: {bad}")
         clean = {n: float(values[n]) for n in self.objectives.names}
         self.pending.pop(proposal.id, None)
         record = Record(proposal, clean)
-        self.history.append(record)
+        self._record(record)
         self._on_result(record)
+        return True
 
-    def tell_failure(self, proposal: Proposal, error: str = "failed") -> None:
-        """Report that evaluating ``proposal`` failed; it is never scored as zero."""
+    def tell_failure(self, proposal: Proposal, error: str = "failed") -> bool:
+        """Report that evaluating ``proposal`` failed (never scored as zero); False if ignored.
+
+        Like :meth:`tell`, a proposal already told is ignored.
+        """
+        if self.was_told(proposal):
+            return False
         self.pending.pop(proposal.id, None)
         record = Record(proposal, None, str(error))
-        self.history.append(record)
+        self._record(record)
         self._on_failure(record)
+        return True
+
+    def was_told(self, proposal: Proposal) -> bool:
+        """True when a result or failure of ``proposal`` (by id) is already in the history."""
+        return proposal.id in self._told
+
+    def _record(self, record: Record) -> None:
+        self.history.append(record)
+        self._told.add(record.proposal.id)
 
     @property
     def num_told(self) -> int:
@@ -203,6 +222,7 @@ class Engine:
         self._next_id = int(state["next_id"])
         self.pending = {p["id"]: Proposal.from_dict(p) for p in state["pending"]}
         self.history = [Record.from_dict(r) for r in state["history"]]
+        self._told = {r.proposal.id for r in self.history}
         self.space = self.space._with_allowed(state["space_allowed"])
         self._load_state(state["engine_state"])
 
@@ -211,6 +231,10 @@ class Engine:
         return []
 
     # ------------------------------------------------------------------ for subclasses
+    def _space_for(self, meta: Mapping[str, Any]) -> SearchSpace:
+        """The space a proposal with ``meta`` is validated against (default: ``self.space``)."""
+        return self.space
+
     def _propose(self) -> tuple[Arch, dict[str, Any]] | None:
         """Return ``(arch, meta)`` for the next proposal, or ``None`` to wait."""
         raise NotImplementedError

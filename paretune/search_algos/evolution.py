@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos import register
 from paretune.search_algos.base import Engine, Record
+from paretune.search_algos.params import positive_int
 from paretune.search_algos.pareto import crowding_distance, non_dominated_sort
 from paretune.search_algos.random_search import UnseenSampler
+from paretune.search_algos.registry import register
 from paretune.spaces.base import Arch, SearchSpace
 
 
@@ -64,8 +65,8 @@ class RegularizedEvolution(Engine):
         sample_size: int = 10,
     ) -> None:
         super().__init__(space, objectives, seed=seed)
-        self.population_size = _positive_int("population_size", population_size)
-        self.sample_size = _positive_int("sample_size", sample_size)
+        self.population_size = positive_int("population_size", population_size)
+        self.sample_size = positive_int("sample_size", sample_size)
         self.population: deque[Record] = deque()
         # Minimisation vector and limit violation of each living member, by proposal id.
         self._points: dict[int, np.ndarray] = {}
@@ -120,8 +121,8 @@ class RegularizedEvolution(Engine):
         }
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
-        self.population_size = _positive_int("population_size", state["population_size"])
-        self.sample_size = _positive_int("sample_size", state["sample_size"])
+        self.population_size = positive_int("population_size", state["population_size"])
+        self.sample_size = positive_int("sample_size", state["sample_size"])
         by_id = {r.proposal.id: r for r in self.history if not r.failed}
         missing = [i for i in state["population"] if i not in by_id]
         if missing:
@@ -178,9 +179,3 @@ class RegularizedEvolution(Engine):
 
 def _always(arch: Arch) -> bool:
     return True
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)

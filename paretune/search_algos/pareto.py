@@ -1,4 +1,8 @@
-"""Multi-objective bookkeeping: domination, non-dominated sorting, constraints, crowding, hypervolume.
+"""The one Pareto module: domination, sorting, the constrained archive, reference point, hypervolume.
+
+Every engine and the report use it: :class:`ConstrainedArchive` (the constrained front of points
+added one at a time), :func:`reference_point` ("nadir + 10% of range"), :func:`hypervolume` and
+:func:`hv_contributions` (exclusive contributions), the last two through moocore.
 
 Every function works on *minimisation* points (an ``(n, m)`` array); turn ``max`` objectives
 into minimisation with :meth:`paretune.objectives.ObjectiveSet.vector` first.
@@ -12,8 +16,12 @@ least-violating points.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import moocore
 import numpy as np
+
+REFERENCE_MARGIN = 0.1  # the reference point is the nadir plus this share of the range
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
@@ -86,36 +94,80 @@ def constrained_front_indices(
     return fronts[0] if fronts else np.array([], dtype=int)
 
 
-class RunningFront:
-    """The constrained Pareto front of the points seen so far, one point at a time.
+class ConstrainedArchive:
+    """The constrained Pareto archive of the points added so far, one point at a time.
 
-    A point that is dominated when it arrives is never on a later front (constrained
-    domination is transitive), so :meth:`add` answers for good when it says ``False``; a
-    ``True`` may be overturned by a later point.
+    Members keep their arrival order; each carries a ``key`` (e.g. a row or proposal id). A
+    point that is dominated when it arrives is never on a later front (constrained domination
+    is transitive), so :meth:`add` answers for good when it says ``False``; a ``True`` may be
+    overturned by a later point. Points with equal values are all kept.
     """
 
     def __init__(self) -> None:
-        self._points: list[np.ndarray] = []
-        self._violations: list[float] = []
+        self._points: np.ndarray | None = None
+        self._violations = np.zeros(0)
+        self._keys: list[Any] = []
 
     def __len__(self) -> int:
-        return len(self._points)
+        return len(self._keys)
 
-    def add(self, point: Sequence[float] | np.ndarray, violation: float = 0.0) -> bool:
-        """Add a minimisation point; True when no point seen so far dominates it."""
+    @property
+    def keys(self) -> list[Any]:
+        """The members' keys in arrival order."""
+        return self._keys
+
+    @property
+    def points(self) -> np.ndarray:
+        """The members' minimisation points, ``(len(self), m)``."""
+        return np.zeros((0, 0)) if self._points is None else self._points
+
+    @property
+    def violations(self) -> np.ndarray:
+        return self._violations
+
+    def feasible_keys(self) -> list[Any]:
+        """Keys of the feasible members (none while every point seen violates a limit)."""
+        return [k for k, v in zip(self._keys, self._violations, strict=True) if v <= 0]
+
+    def add(
+        self, point: Sequence[float] | np.ndarray, violation: float = 0.0, key: Any = None
+    ) -> bool:
+        """Add a minimisation point; True when no member dominates it (it joins the archive)."""
         p = np.asarray(point, dtype=float)
         v = float(violation)
-        for q, vq in zip(self._points, self._violations, strict=True):
-            if constrained_dominates(q, vq, p, v):
-                return False
-        keep = [
-            i
-            for i, (q, vq) in enumerate(zip(self._points, self._violations, strict=True))
-            if not constrained_dominates(p, v, q, vq)
-        ]
-        self._points = [self._points[i] for i in keep] + [p]
-        self._violations = [self._violations[i] for i in keep] + [v]
+        if self._points is None or not len(self._keys):
+            self._points = p[None, :].copy()
+            self._violations = np.array([v])
+            self._keys = [key]
+            return True
+        fp, fv = self._points, self._violations
+        if np.any(_dominating(fp, fv, p, v)):
+            return False
+        keep = ~_dominated_by(p, v, fp, fv)
+        self._points = np.vstack([fp[keep], p[None, :]])
+        self._violations = np.append(fv[keep], v)
+        self._keys = [k for k, kept in zip(self._keys, keep, strict=True) if kept] + [key]
         return True
+
+
+# The tracker's name for the archive (it only asks whether each new point joins the front).
+RunningFront = ConstrainedArchive
+
+
+def _dominating(fp: np.ndarray, fv: np.ndarray, p: np.ndarray, v: float) -> np.ndarray:
+    """Which rows of ``fp`` (violations ``fv``) constrained-dominate the point ``p``."""
+    feasible = fv <= 0
+    if v <= 0:
+        return feasible & np.all(fp <= p, axis=1) & np.any(fp < p, axis=1)
+    return feasible | (fv < v)
+
+
+def _dominated_by(p: np.ndarray, v: float, fp: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Which rows of ``fp`` are constrained-dominated by the point ``p``."""
+    feasible = fv <= 0
+    if v <= 0:
+        return ~feasible | (np.all(p <= fp, axis=1) & np.any(p < fp, axis=1))
+    return ~feasible & (v < fv)
 
 
 def ranks(points: np.ndarray, violations: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
@@ -149,8 +201,6 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
 
     Points that do not strictly dominate the reference contribute nothing.
     """
-    import moocore
-
     p = np.asarray(points, dtype=float)
     ref = np.asarray(reference, dtype=float)
     if p.size == 0:
@@ -159,3 +209,33 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     if len(p) == 0:
         return 0.0
     return float(moocore.hypervolume(p, ref=ref))
+
+
+def reference_point(points: np.ndarray, margin: float = REFERENCE_MARGIN) -> np.ndarray:
+    """The nadir of ``points`` plus ``margin`` times their range, per objective (minimisation).
+
+    An objective without range (one point, or all equal) gets ``margin * max(|nadir|, 1)``:
+    a margin in the objective's own scale, never zero.
+    """
+    p = np.asarray(points, dtype=float)
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
+    return hi + margin * span
+
+
+def hv_contributions(
+    points: np.ndarray, reference: np.ndarray, *, shared_duplicates: bool = False
+) -> np.ndarray:
+    """Exclusive hypervolume contribution of each mutually non-dominated point, via moocore.
+
+    A point's contribution is the hypervolume lost without it, so points with equal values get
+    0; with ``shared_duplicates`` each of them gets the contribution of their common value.
+    """
+    p = np.asarray(points, dtype=float)
+    ref = np.asarray(reference, dtype=float)
+    if not shared_duplicates:
+        return np.asarray(moocore.hv_contributions(p, ref=ref), dtype=float)
+    uniq, inv = np.unique(p, axis=0, return_inverse=True)
+    return np.asarray(moocore.hv_contributions(uniq, ref=ref), dtype=float)[
+        np.asarray(inv).reshape(-1)
+    ]

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos import register
 from paretune.search_algos.base import Engine, Record
+from paretune.search_algos.registry import register
 from paretune.spaces.base import Arch, SearchSpace, as_arch
 
 # Spaces up to this size may be enumerated once more than half of them has been seen.

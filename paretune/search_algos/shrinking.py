@@ -42,7 +42,7 @@ Once the space is shrunk to a single architecture the policy has converged. With
 ``final="local"`` (default) the engine then spends the rest of the budget on a local search of
 its archive in the space it was given: an unseen one-edit neighbour of the most promising
 evaluated architecture. For ``"pareto"``, front members come first, ordered by their exclusive
-hypervolume in front-normalised units (``local_order="hv"``; exact in 2-D, Monte Carlo above)
+hypervolume in front-normalised units (``local_order="hv"``, exact, through moocore)
 or by their margin (``"margin"``), then dominated ones by distance to the front; for
 ``"product"`` the order is the product reward. With ``final="stop"`` ``ask`` returns ``None``.
 On NB201 most of the final quality comes from this phase; the policy stages decide where it
@@ -63,8 +63,9 @@ from typing import Any
 import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos import register
-from paretune.search_algos.base import Engine, InspectionTable, Proposal, Record
+from paretune.search_algos.base import Engine, InspectionTable, Record
+from paretune.search_algos.pareto import ConstrainedArchive, hv_contributions, reference_point
+from paretune.search_algos.registry import register
 from paretune.spaces.base import Arch, SearchSpace
 
 REWARDS = ("product", "pareto")
@@ -129,7 +130,6 @@ class ProgressiveShrinking(Engine):
         reward_window: recent rewards kept to score failures.
         local_order: order of Pareto local-search parents: ``"hv"`` (exclusive hypervolume)
             or ``"margin"`` (exclusive additive-epsilon margin).
-        hv_samples: Monte Carlo samples of the exclusive hypervolume (3+ objectives).
     """
 
     name = "tnd"
@@ -160,7 +160,6 @@ class ProgressiveShrinking(Engine):
         final: str = "local",
         reward_window: int = 50,
         local_order: str = "hv",
-        hv_samples: int = 2000,
     ) -> None:
         super().__init__(space, objectives, seed)
         if reward not in REWARDS:
@@ -185,7 +184,6 @@ class ProgressiveShrinking(Engine):
                 f"local_order {local_order!r} is not allowed (allowed: {', '.join(LOCAL_ORDERS)})"
             )
         self.local_order = local_order
-        self.hv_samples = int(hv_samples)
         self._init_product(accuracy, targets, exponents)
 
         self._full_space = space
@@ -330,17 +328,9 @@ class ProgressiveShrinking(Engine):
         return self.space.size == 1
 
     # ------------------------------------------------------------------ ask
-    def ask(self) -> Proposal | None:
-        """The next proposal; local-search proposals are validated against the full space."""
-        proposed = self._propose()
-        if proposed is None:
-            return None
-        arch, meta = proposed
-        space = self.space if meta["phase"] == "policy" else self._full_space
-        proposal = Proposal(self._next_id, space.validate(arch), dict(meta))
-        self._next_id += 1
-        self.pending[proposal.id] = proposal
-        return proposal
+    def _space_for(self, meta: Mapping[str, Any]) -> SearchSpace:
+        """Local-search proposals are validated against the full space, policy ones the shrunk."""
+        return self.space if meta["phase"] == "policy" else self._full_space
 
     def _propose(self) -> tuple[Arch, dict[str, Any]] | None:
         if self.converged:
@@ -489,7 +479,7 @@ class ProgressiveShrinking(Engine):
         self._point_index: dict[Arch, int] = {}
         self._y = np.zeros((0, len(self.objectives)))
         self._viol = np.zeros(0)
-        self._front: list[int] = []  # feasible non-dominated rows
+        self._archive = ConstrainedArchive()  # keys: rows
         self._scalar: list[float] = []  # product reward per row (product reward only)
 
     def _add_point(self, record: Record) -> None:
@@ -504,13 +494,12 @@ class ProgressiveShrinking(Engine):
         y = self.objectives.vector(record.values)
         self._y = np.vstack([self._y, y[None, :]])
         self._viol = np.append(self._viol, self.objectives.violation(record.values))
-        if self._viol[k] > 0:
-            return
-        front = self._y[self._front]
-        if len(front) and np.any(np.all(front <= y, axis=1) & np.any(front < y, axis=1)):
-            return
-        gone = np.all(y <= front, axis=1) & np.any(y < front, axis=1) if len(front) else []
-        self._front = [f for f, g in zip(self._front, gone, strict=True) if not g] + [k]
+        self._archive.add(y, self._viol[k], key=k)
+
+    @property
+    def _front(self) -> list[int]:
+        """The feasible non-dominated rows (none while no result is feasible)."""
+        return self._archive.feasible_keys()
 
     def _normalised(self, how: str = "front") -> np.ndarray:
         """Rows scaled by the range of the current front (all rows where it has no range)."""
@@ -544,30 +533,11 @@ class ProgressiveShrinking(Engine):
         scores = self._front_margins()
         if self.local_order == "hv" and len(self._front):
             front = np.asarray(self._front, dtype=int)
-            contrib = self._contributions(self._normalised("front")[front])
+            pts = self._normalised("front")[front]
+            contrib = hv_contributions(pts, reference_point(pts))
             top = contrib.max()
             scores[front] = 1.0 + (contrib / top if top > 0 else 0.0)
         return scores
-
-    def _contributions(self, pts: np.ndarray) -> np.ndarray:
-        """Exclusive hypervolume of each non-dominated point (reference: nadir + 10% of range)."""
-        n, m = pts.shape
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        ref = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
-        if n == 1:
-            return np.array([float(np.prod(ref - pts[0]))])
-        if m == 2:
-            order = np.lexsort((-pts[:, 1], pts[:, 0]))
-            x, y = pts[order, 0], pts[order, 1]
-            right = np.append(x[1:], ref[0]) - x
-            up = np.insert(y[:-1], 0, ref[1]) - y
-            out = np.empty(n)
-            out[order] = np.maximum(right, 0.0) * np.maximum(up, 0.0)
-            return out
-        samples = lo + self.rng.random((self.hv_samples, m)) * (ref - lo)
-        dom = np.all(pts[None, :, :] <= samples[:, None, :], axis=2)
-        alone = dom.sum(axis=1) == 1
-        return dom[alone].sum(axis=0).astype(float)
 
     def _front_margins(self) -> np.ndarray:
         """Margin of every row against the feasible front (cheap; exact for dominated rows)."""

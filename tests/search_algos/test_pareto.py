@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 
 from paretune.search_algos.pareto import (
+    ConstrainedArchive,
     RunningFront,
     constrained_dominates,
     constrained_front_indices,
     crowding_distance,
     dominates,
     front_indices,
+    hv_contributions,
     hypervolume,
     non_dominated_sort,
     ranks,
+    reference_point,
 )
 
 
@@ -215,3 +218,52 @@ def test_hypervolume_matches_grid_count_3d() -> None:
         if any(np.all(p <= np.array(c)) for p in points)
     )
     assert hypervolume(points, ref) == pytest.approx(float(cells))
+
+
+# ---------------------------------------------------------------------- archive, reference, contributions
+@pytest.mark.parametrize("seed", range(3))
+def test_archive_keeps_the_first_front_with_keys_in_arrival_order(seed: int) -> None:
+    rng = np.random.default_rng(700 + seed)
+    for points in random_cases(800 + seed, 30):
+        violations = random_violations(rng, len(points), feasible=0.6)
+        archive = ConstrainedArchive()
+        for k, (p, v) in enumerate(zip(points, violations, strict=True)):
+            archive.add(p, v, key=k)
+        expected = sorted(bf_fronts(points, violations)[0])
+        assert archive.keys == expected  # arrival order is index order
+        np.testing.assert_array_equal(archive.points, points[expected])
+        feasible = [k for k in expected if violations[k] <= 0]
+        assert archive.feasible_keys() == feasible
+
+
+def test_running_front_is_the_archive() -> None:
+    assert RunningFront is ConstrainedArchive
+
+
+def test_reference_point_is_nadir_plus_ten_percent_of_range() -> None:
+    pts = np.array([[0.0, 10.0, 5.0], [2.0, 30.0, 5.0]])
+    # A flat objective gets 10% of max(|nadir|, 1); one at 0 gets 0.1.
+    np.testing.assert_allclose(reference_point(pts), [2.2, 32.0, 5.5])
+    np.testing.assert_allclose(reference_point(np.array([[0.0, -0.5]])), [0.1, -0.4])
+    np.testing.assert_allclose(reference_point(pts, margin=0.5), [3.0, 40.0, 7.5])
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_exclusive_contributions_are_the_hypervolume_lost(m: int) -> None:
+    rng = np.random.default_rng(m)
+    pts = rng.random((40, m))
+    front = pts[[not any(bf_dominates(q, p) for q in pts) for p in pts]]
+    ref = reference_point(front)
+    total = hypervolume(front, ref)
+    exact = np.array(
+        [total - hypervolume(np.delete(front, i, axis=0), ref) for i in range(len(front))]
+    )
+    np.testing.assert_allclose(hv_contributions(front, ref), exact, atol=1e-12)
+
+
+def test_duplicates_contribute_nothing_unless_shared() -> None:
+    pts = np.array([[0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
+    ref = np.array([1.1, 1.1])
+    np.testing.assert_allclose(hv_contributions(pts, ref), [0.05, 0.0, 0.0, 0.05])
+    shared = hv_contributions(pts, ref, shared_duplicates=True)
+    np.testing.assert_allclose(shared, [0.05, 0.25, 0.25, 0.05])
