@@ -218,8 +218,8 @@ class EnergyWindow:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self.started = time.perf_counter()
         self._state = meter._begin()
+        self.started = time.perf_counter()  # after _begin, which may wait for a counter update
         self.reading: EnergyReading | None = None
         interval = meter.poll_interval_s
         if interval is not None:
@@ -244,7 +244,10 @@ class EnergyWindow:
         self._stopped.set()
         if self._thread is not None:
             self._thread.join()
-        self.reading = self.read()
+        with self._lock:
+            self.meter._finish(self._state)
+            seconds = time.perf_counter() - self.started
+            self.reading = self.meter._reading(self._state, seconds)
         return self.reading
 
     def __enter__(self) -> EnergyWindow:
@@ -258,8 +261,9 @@ class EnergyMeter:
     """Base class of the meters: ``start()`` opens an :class:`EnergyWindow`.
 
     Subclasses implement ``_begin`` (state at the start), ``_sample`` (update the state with a
-    new reading) and ``_reading`` (the energy so far); ``poll_interval_s`` (or ``None``) says how
-    often a thread calls ``_sample`` while a window is open.
+    new reading), ``_reading`` (the energy so far) and optionally ``_finish`` (the last reading,
+    by default a ``_sample``); ``poll_interval_s`` (or ``None``) says how often a thread calls
+    ``_sample`` while a window is open.
     """
 
     source: str = "measured"
@@ -276,6 +280,9 @@ class EnergyMeter:
 
     def _sample(self, state: Any) -> None:
         raise NotImplementedError
+
+    def _finish(self, state: Any) -> None:
+        self._sample(state)
 
     def _reading(self, state: Any, seconds: float) -> EnergyReading:
         raise NotImplementedError
@@ -391,6 +398,13 @@ class NVMLMeter(EnergyMeter):
             fake here.
         power_poll_s: power sampling interval where the energy counter is unsupported.
         force_polling: integrate polled power even where the counter works.
+        align_s: the driver updates the energy counter in steps (tens of ms apart), so a window
+            read at arbitrary times is off by up to a step at each end. With ``align_s > 0`` a
+            window starts and ends on an update: ``start`` and ``stop`` poll the counter
+            (every ``align_poll_s``) until it changes, waiting ``align_s`` at most. Window and
+            counter then cover the same time, whatever the step; the total includes up to one
+            step of the time after the work. ``0``: read at once.
+        align_poll_s: polling interval while aligning.
 
     Raises:
         EnergyUnavailable: NVML cannot be loaded or initialised, a GPU cannot be opened, or a
@@ -406,7 +420,15 @@ class NVMLMeter(EnergyMeter):
         nvml: Any = None,
         power_poll_s: float = 0.02,
         force_polling: bool = False,
+        align_s: float = 0.25,
+        align_poll_s: float = 0.0005,
     ) -> None:
+        if not (align_s >= 0 and align_poll_s > 0):
+            raise ValueError(
+                f"NVMLMeter: align_s={align_s!r} must be >= 0 and align_poll_s={align_poll_s!r} > 0"
+            )
+        self.align_s = float(align_s)
+        self.align_poll_s = float(align_poll_s)
         if nvml is None:
             try:
                 nvml = importlib.import_module("pynvml")
@@ -465,9 +487,21 @@ class NVMLMeter(EnergyMeter):
     def _power_w(self) -> float:
         return sum(float(self.nvml.nvmlDeviceGetPowerUsage(h)) for h in self.handles) / 1e3
 
+    def _next_update(self) -> list[float]:
+        """The counters at their next update (or after ``align_s``, or at once when 0)."""
+        before = self._counter_mj()
+        if self.align_s <= 0:
+            return before
+        deadline = time.perf_counter() + self.align_s
+        while True:
+            time.sleep(self.align_poll_s)
+            now = self._counter_mj()
+            if now != before or time.perf_counter() >= deadline:
+                return now
+
     def _begin(self) -> dict[str, Any]:
         if self.counter:
-            start = self._counter_mj()
+            start = self._next_update()
             return {"start": start, "last": list(start), "samples": 1}
         return {"t": time.perf_counter(), "p": self._power_w(), "joules": 0.0, "samples": 1}
 
@@ -479,6 +513,13 @@ class NVMLMeter(EnergyMeter):
         now, power = time.perf_counter(), self._power_w()
         state["joules"] += 0.5 * (power + state["p"]) * (now - state["t"])
         state["t"], state["p"] = now, power
+
+    def _finish(self, state: dict[str, Any]) -> None:
+        if self.counter:
+            state["samples"] += 1
+            state["last"] = self._next_update()
+        else:
+            self._sample(state)
 
     def _reading(self, state: dict[str, Any], seconds: float) -> EnergyReading:
         if self.counter:

@@ -41,7 +41,8 @@ class FakeNVML:
     power (W) that a test may change (:meth:`set_watts`); its energy counter (mJ) integrates
     that power over wall time. GPUs listed in ``no_counter`` raise on
     ``nvmlDeviceGetTotalEnergyConsumption`` (pre-Volta), so the meter must fall back to polling
-    ``nvmlDeviceGetPowerUsage`` (mW).
+    ``nvmlDeviceGetPowerUsage`` (mW). With ``tick_s`` the counter moves in steps, as the
+    driver's does: it reads the energy at the last multiple of ``tick_s`` (power kept constant).
     """
 
     FAKE = True
@@ -52,7 +53,9 @@ class FakeNVML:
         watts: dict[int, float],
         uuids: dict[str, int] | None = None,
         no_counter: frozenset[int] = frozenset(),
+        tick_s: float | None = None,
     ):
+        self.tick_s = tick_s
         self.watts = dict(watts)
         self.uuids = uuids or {}
         self.no_counter = no_counter
@@ -90,6 +93,9 @@ class FakeNVML:
             raise FakeNVMLError("fake NVML: Not Supported")
         self.counter_reads += 1
         self._advance(handle)
+        if self.tick_s:  # constant power: the energy at the last whole step
+            steps = (self.last[handle] - self.t0) // self.tick_s
+            return int(1_000_000 + self.watts[handle] * steps * self.tick_s * 1e3)
         return int(self.energy_mj[handle])
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
@@ -114,6 +120,21 @@ def test_nvml_energy_counter_difference_over_the_window():
     assert reading.seconds >= 0.2
     assert reading.joules == pytest.approx(200.0 * reading.seconds, rel=0.1)
     assert window.stop() is reading  # stopping twice keeps the first reading
+
+
+def test_nvml_windows_align_to_counter_updates():
+    fake = FakeNVML({0: 100.0}, tick_s=0.05)  # a FAKE counter that moves every 50 ms (5 J)
+    meter = NVMLMeter([0], nvml=fake)
+    for _ in range(2):
+        window = meter.start()
+        time.sleep(0.22)
+        reading = window.stop()
+        # read at arbitrary times the counter would say 20 or 25 J for 0.22 s (22 J); aligned,
+        # the window spans whole steps: 0.25 s and 25 J
+        assert reading.seconds >= 0.22
+        assert reading.joules == pytest.approx(100.0 * reading.seconds, rel=0.05)
+    with pytest.raises(ValueError, match="align_s=-1"):
+        NVMLMeter([0], nvml=fake, align_s=-1)
 
 
 def test_nvml_sums_several_gpus_and_opens_uuids():
