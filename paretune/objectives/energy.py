@@ -10,8 +10,8 @@ Meters (each value carries its source, so an estimate is never mistaken for a me
 
 - :class:`NVMLMeter` (``measured-nvml``): NVIDIA GPUs through ``nvidia-ml-py`` (module
   ``pynvml``). The total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ since the
-  driver loaded) read at both ends of the window; where a GPU does not support the counter
-  (before Volta), its power (``nvmlDeviceGetPowerUsage``, mW) polled by a thread and integrated
+  driver loaded) read at both ends of the window, each end on an update of the counter (it moves
+  in steps); where a GPU does not support the counter (before Volta), its power (``nvmlDeviceGetPowerUsage``, mW) polled by a thread and integrated
   over the window (trapezoids). The GPU is the one the trial was given: see
   :func:`trial_gpu_ids`.
 - :class:`RAPLMeter` (``measured-rapl``): Intel/AMD RAPL through ``/sys/class/powercap``: the
