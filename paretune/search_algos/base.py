@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -80,6 +80,40 @@ class Record:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
         return cls(Proposal.from_dict(data["proposal"]), data["values"], data.get("error"))
+
+
+class SearchEngine(Protocol):
+    """What the platform uses of an engine: every :class:`Engine`, and wrappers of one
+    (:class:`~paretune.search_algos.screening.ScreenedEngine`)."""
+
+    name: ClassVar[str]
+    init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    @property
+    def space(self) -> SearchSpace: ...
+
+    @property
+    def objectives(self) -> ObjectiveSet: ...
+
+    @property
+    def pending(self) -> dict[int, Proposal]: ...
+
+    @property
+    def history(self) -> list[Record]: ...
+
+    def ask(self) -> Proposal | None: ...
+
+    def tell(self, proposal: Proposal, values: Mapping[str, float]) -> bool: ...
+
+    def tell_failure(self, proposal: Proposal, error: str = "failed") -> bool: ...
+
+    def archive(self) -> list[Record]: ...
+
+    def inspection_tables(self) -> list[InspectionTable]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 class Engine:

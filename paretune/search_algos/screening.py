@@ -7,6 +7,8 @@ the inner engine as a failure (``screened: ...``) without a trial, and the inner
 again, at most ``max_screens`` times per ``ask``; after that the proposal is handed out whatever
 its prediction, so screening never stalls a search. Everything else (``tell``, history, archive,
 state) is the inner engine's, so results and constrained domination work as without screening.
+It wraps the engine (composition): it offers the engine interface
+(:class:`~paretune.search_algos.base.SearchEngine`) and is not an ``Engine`` subclass.
 
 Engines stay numpy-only: the predictor comes in as a plain callable ``predict(arch) -> float``
 (e.g. :class:`paretune.objectives.predictor.PredictorFunction`, which pickles small).
@@ -43,8 +45,10 @@ class EngineSpec:
         return self.cls(*self.args, **self.kwargs)
 
 
-class ScreenedEngine(Engine):
+class ScreenedEngine:
     """An engine whose proposals are screened by a predictor against one objective's limit.
+
+    It holds the engine it screens (``inner``) and hands everything but ``ask`` to it.
 
     Args:
         inner: the engine to wrap (or an :class:`EngineSpec` of it).
@@ -126,33 +130,46 @@ class ScreenedEngine(Engine):
 
     # ------------------------------------------------------------------ delegation
     @property
-    def space(self) -> SearchSpace:  # type: ignore[override]
+    def space(self) -> SearchSpace:
         return self.inner.space
 
     @property
-    def objectives(self) -> ObjectiveSet:  # type: ignore[override]
+    def objectives(self) -> ObjectiveSet:
         return self.inner.objectives
 
     @property
-    def seed(self) -> int:  # type: ignore[override]
+    def seed(self) -> int:
         return self.inner.seed
 
     @property
-    def pending(self) -> dict[int, Proposal]:  # type: ignore[override]
+    def pending(self) -> dict[int, Proposal]:
         return self.inner.pending
 
     @property
-    def history(self) -> list[Record]:  # type: ignore[override]
+    def history(self) -> list[Record]:
         return self.inner.history
 
-    def tell(self, proposal: Proposal, values: Mapping[str, float]) -> None:
-        self.inner.tell(proposal, values)
+    @property
+    def num_told(self) -> int:
+        return self.inner.num_told
 
-    def tell_failure(self, proposal: Proposal, error: str = "failed") -> None:
-        self.inner.tell_failure(proposal, error)
+    def tell(self, proposal: Proposal, values: Mapping[str, float]) -> bool:
+        return self.inner.tell(proposal, values)
+
+    def tell_failure(self, proposal: Proposal, error: str = "failed") -> bool:
+        return self.inner.tell_failure(proposal, error)
+
+    def was_told(self, proposal: Proposal) -> bool:
+        return self.inner.was_told(proposal)
+
+    def successes(self) -> list[Record]:
+        return self.inner.successes()
 
     def archive(self) -> list[Record]:
         return self.inner.archive()
+
+    def evaluated_archs(self) -> set[Arch]:
+        return self.inner.evaluated_archs()
 
     def inspection_tables(self) -> list[InspectionTable]:
         return self.inner.inspection_tables()
@@ -245,7 +262,7 @@ class ScreenedEngine(Engine):
 
 def screen_engine(
     engine: Engine, predict: Callable[[Arch], float] | None, settings: Mapping[str, Any] | None
-) -> Engine:
+) -> Engine | ScreenedEngine:
     """``engine`` wrapped in a :class:`ScreenedEngine` when ``settings["enabled"]``.
 
     ``settings`` are the config's ``screening`` section (``enabled``, ``objective``, ``margin``,

@@ -10,6 +10,7 @@ import pytest
 
 from paretune.objectives.base import Objective, ObjectiveSet
 from paretune.objectives.table import TableEvaluator
+from paretune.search_algos.base import Engine, SearchEngine
 from paretune.search_algos.evolution import RegularizedEvolution
 from paretune.search_algos.random_search import RandomSearch
 from paretune.search_algos.screening import SCREEN_PREFIX, ScreenedEngine, screen_engine
@@ -153,7 +154,7 @@ def test_state_round_trip_continues_identically():
 
 
 def test_ray_searcher_pickles_a_screened_engine_by_its_state():
-    from paretune.search_algos.ray_searcher import ParetoSearcher
+    from paretune.platform.searcher import ParetoSearcher
 
     engine = ScreenedEngine(
         RandomSearch(SPACE, objectives(limit_at(0.3)), seed=2), table_latency, margin=0.0
@@ -237,3 +238,18 @@ def test_config_sections_for_predictor_and_screening(tmp_path):
         config_from_dict({**base, "screening": {"margin": -1}})
     with pytest.raises(ConfigError, match=r"predictor.devise: unknown key"):
         config_from_dict({**base, "predictor": {"devise": "x"}})
+
+
+def test_wraps_the_engine_by_composition():
+    inner = RandomSearch(SPACE, objectives(limit_at(0.3)), seed=2)
+    engine = ScreenedEngine(inner, table_latency, margin=0.0)
+    assert not isinstance(engine, Engine) and engine.inner is inner
+    members = [m for m in dir(SearchEngine) if not m.startswith("_")] + ["init_args", "name"]
+    assert {"ask", "tell", "state_dict", "space"} <= set(members)
+    for member in members:
+        assert hasattr(engine, member), member
+    assert engine.space is inner.space and engine.history is inner.history
+    proposal = engine.ask()
+    assert engine.tell(proposal, {"accuracy": 0.5, "latency": 0.1}) is True
+    assert engine.tell(proposal, {"accuracy": 0.5, "latency": 0.1}) is False  # told once
+    assert engine.num_told == inner.num_told == len(inner.history)
