@@ -37,8 +37,8 @@ def messages(trial_id: str, now_ms: int) -> list[tuple]:
 def cpu_ms_per_trial(workdir: Path, trials: int, sql_insert: bool, tag: str) -> float:
     from mlflow.tracking import MlflowClient
 
-    from paretune.platform.launcher import enable_sqlite_wal
     from paretune.platform.mlflow_writer import WriterCore
+    from paretune.platform.parent_run import enable_sqlite_wal
 
     uri = f"sqlite:///{workdir / f'{tag}.db'}"
     client = MlflowClient(uri)

@@ -53,7 +53,8 @@ def time_searcher(args: argparse.Namespace, workdir: Path, which: str, rep: int)
     from ray import tune
 
     from paretune.platform.config import config_from_dict
-    from paretune.platform.launcher import _trainable, make_searcher, prepare
+    from paretune.platform.prepare import make_searcher, prepare
+    from paretune.platform.tuning import make_trainable
 
     cfg = config_from_dict(base_config(args, workdir, False, f"{which}-{rep}"))
     prepared = prepare(cfg)
@@ -73,7 +74,7 @@ def time_searcher(args: argparse.Namespace, workdir: Path, which: str, rep: int)
         )
         param_space = {d.name: tune.choice(list(d.options)) for d in prepared.space.decisions}
     tuner = tune.Tuner(
-        _trainable(prepared, workdir / "runs" / f"{which}-{rep}"),
+        make_trainable(prepared, workdir / "runs" / f"{which}-{rep}"),
         param_space=param_space,
         tune_config=tune_config,
         run_config=tune.RunConfig(

@@ -8,7 +8,7 @@ a better front for the same training compute.
 
 The search runs through the engine's ask/tell interface with :class:`TrainEvaluator` directly
 (no Ray), one trial at a time, and passes ``meta["parent_checkpoint"]`` exactly as
-:class:`paretune.search_algos.ray_searcher.ParetoSearcher` does: the parent's saved weights
+:class:`paretune.platform.searcher.ParetoSearcher` does: the parent's saved weights
 when the parent's result carried them. Three arms, each run with the same engine seeds:
 
 * ``inherit``: a trial without a parent (the engine's seeds) trains ``--epochs`` epochs from

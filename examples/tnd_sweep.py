@@ -169,6 +169,8 @@ def sweep(
     joined if running).
     """
     from paretune.platform import launcher
+    from paretune.platform.cluster import ensure_ray
+    from paretune.platform.prepare import make_searcher, prepare
 
     settings = list(settings)
     if not settings:
@@ -186,7 +188,7 @@ def sweep(
     ]
     for setting, cfg in zip(settings, configs, strict=True):  # before anything runs
         try:
-            launcher.make_searcher(launcher.prepare(cfg))
+            make_searcher(prepare(cfg))
         except ConfigError as exc:
             raise ConfigError(f"setting {setting.name!r}: {exc}") from None
 
@@ -196,7 +198,7 @@ def sweep(
         if out_dir is not None
         else Path(base_config.storage.path).expanduser() / f"{base_config.name}-sweep-{stamp}"
     )
-    started_ray = launcher.ensure_ray(base_config)
+    started_ray = ensure_ray(base_config)
     try:
         results = []
         for setting, cfg in zip(settings, configs, strict=True):

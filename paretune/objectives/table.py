@@ -249,6 +249,34 @@ class TableEvaluator:
         rows = np.asarray(archs, dtype=np.int64).reshape(-1, _NUM_EDGES) @ _WEIGHTS
         return self._values[np.ix_(rows, cols)], archs
 
+    def check_limits(self, objectives: Any, space: SearchSpace) -> None:
+        """Raise ValueError when no architecture of ``space`` meets the objectives' limits.
+
+        Exact: every architecture is looked up. Limits on metrics the table lacks are skipped.
+        """
+        limited = [
+            (i, o) for i, o in enumerate(objectives) if o.limit is not None and o.name in self._metrics
+        ]
+        if not limited:
+            return
+        values, _ = self.matrix([o.name for _, o in limited], space)
+        feasible = np.ones(len(values), dtype=bool)
+        for k, (i, o) in enumerate(limited):
+            ok = values[:, k] * o.sign <= o.limit * o.sign
+            if not ok.any():
+                best = values[:, k].min() if o.direction == "min" else values[:, k].max()
+                raise ValueError(
+                    f"objectives[{i}].limit = {o.limit!r}: no architecture meets it "
+                    f"(best {o.name} in the space: {best:.6g})"
+                )
+            feasible &= ok
+        if not feasible.any():
+            limits = {o.name: o.limit for _, o in limited}
+            raise ValueError(
+                f"objectives limits {limits}: each can be met, but no architecture meets all "
+                "of them at once"
+            )
+
     def nb201_index(self, arch: Arch) -> int:
         """The NB201 index (the table's ``index``) of ``arch``."""
         return self._rows[tuple(int(i) for i in arch)][1]

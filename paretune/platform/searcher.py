@@ -1,4 +1,4 @@
-"""The one Ray Tune adapter: any paretune engine as a ``ray.tune.search.Searcher``.
+"""The Ray Tune adapter: any paretune engine as a ``ray.tune.search.Searcher``.
 
 ``ParetoSearcher(engine)`` maps Ray trial ids to engine proposals, turns the engine's
 ``ObjectiveSet`` into Ray's ``metric=[...]``/``mode=[...]``, passes failed trials and NaN or
@@ -13,13 +13,17 @@ its trial configs hold one key per decision instead of ``arch``.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
 import os
+import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -178,12 +182,19 @@ class ParetoSearcher(Searcher):
         if self.events_path is None or not os.path.isfile(self.events_path):
             return []
         events = []
-        with open(self.events_path) as f:
-            for line in f:
+        with open(self.events_path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
                 try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:  # a torn last line (killed mid-write)
+                    event = json.loads(line)
+                except json.JSONDecodeError as exc:  # e.g. a torn last line (killed mid-write)
+                    logger.warning(
+                        "%s line %d: cannot be read (%s); events from there on are not replayed",
+                        self.events_path,
+                        number,
+                        exc.msg,
+                    )
                     break
+                events.append(event)
         return events
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
@@ -300,6 +311,36 @@ class ParetoSearcher(Searcher):
         return dict(self._live)
 
 
+def saved_state_file(experiment_dir: str | os.PathLike) -> str | None:
+    """The searcher state Ray restores from ``experiment_dir`` (its newest), if any."""
+    files = glob.glob(os.path.join(experiment_dir, Searcher.CKPT_FILE_TMPL.format("*")))
+    return max(files) if files else None
+
+
+def check_saved_state(searcher: Searcher, experiment_dir: str | os.PathLike) -> None:
+    """Raise ValueError naming the file when the searcher state Ray would restore is unusable.
+
+    A ``ParetoSearcher`` state is JSON and is loaded into ``searcher`` (a fresh one) to check
+    it whole; Optuna's is a pickle, which is only checked to be there and not empty.
+    """
+    path = saved_state_file(experiment_dir)
+    if path is None:
+        raise ValueError(
+            f"{experiment_dir}: no searcher state (searcher-state-*.pkl) to resume from"
+        )
+    if not isinstance(searcher, ParetoSearcher):
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{path}: the searcher state is empty")
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            searcher.set_state(json.load(f))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: the searcher state is damaged ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def _show(values: Mapping[str, Any]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float) and not math.isfinite(v):
@@ -309,9 +350,77 @@ def _show(values: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}: {fmt(v)}" for k, v in values.items()) + "}"
 
 
-def optuna_constraints(trial: Any) -> list[float]:
-    """Optuna ``constraints_func``: the limit violations a trial was told (<= 0 is feasible)."""
-    return list(trial.user_attrs.get("constraints", []))
+class _ConstraintsFromToldValues:
+    """Mixin for an Optuna sampler: each trial's limit violations (<= 0 is feasible), computed
+    from the objective values the trial is told, for the sampler's constrained domination.
+
+    Optuna calls ``constraints_func`` from ``after_trial`` before the told values are stored on
+    the trial; ``after_trial`` receives them, so they are kept for that call.
+    """
+
+    def _set_limits(self, objectives: ObjectiveSet) -> None:
+        self._limited = [(i, o) for i, o in enumerate(objectives) if o.limit is not None]
+        self._told: dict[int, Any] = {}
+
+    def _constraints(self, trial: Any) -> list[float]:
+        values = self._told.get(trial.number)
+        if values is None:  # a pruned trial: no values
+            return [math.inf] * len(self._limited)
+        return [o.violation(float(values[i])) for i, o in self._limited]
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        if values is not None:
+            self._told[trial.number] = list(values)
+        try:
+            super().after_trial(study, trial, state, values)  # type: ignore[misc]
+        finally:
+            self._told.pop(trial.number, None)
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class _PicklableLocks:
+    """Mixin for an Optuna sampler: pickled without its thread locks, which come back new
+    (Optuna 5's genetic samplers hold a lock; Ray pickles the searcher with the Tuner)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_paretune_locks"] = [k for k, v in state.items() if isinstance(v, _LOCK_TYPES)]
+        for key in state["_paretune_locks"]:
+            del state[key]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        locks = state.pop("_paretune_locks", [])
+        self.__dict__.update(state)
+        for key in locks:
+            setattr(self, key, threading.Lock())
+
+
+class NSGAIISampler(_PicklableLocks, optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II, picklable."""
+
+
+class ConstrainedNSGAIISampler(_ConstraintsFromToldValues, NSGAIISampler):
+    """Optuna's NSGA-II with the objectives' limits as constraints."""
+
+    def __init__(self, objectives: ObjectiveSet, **params: Any) -> None:
+        self._set_limits(objectives)
+        with warnings.catch_warnings():  # deprecated in Optuna 5, kept until 7 (pyproject)
+            warnings.simplefilter("ignore", FutureWarning)
+            super().__init__(constraints_func=self._constraints, **params)
+
+
+class ConstrainedTPESampler(_ConstraintsFromToldValues, optuna.samplers.TPESampler):
+    """Optuna's TPE with the objectives' limits as constraints."""
+
+    def __init__(self, objectives: ObjectiveSet, **params: Any) -> None:
+        self._set_limits(objectives)
+        with warnings.catch_warnings():  # deprecated in Optuna 5, kept until 7 (pyproject)
+            warnings.simplefilter("ignore", FutureWarning)
+            super().__init__(constraints_func=self._constraints, **params)
 
 
 def make_optuna_searcher(
@@ -325,51 +434,27 @@ def make_optuna_searcher(
 
     ``params`` go to the sampler (e.g. ``population_size`` for NSGA-II, ``n_startup_trials``
     for TPE). Objective limits become Optuna constraints (the samplers' constrained
-    domination), with each trial's violations attached before it is told.
+    domination), computed from the values each trial is told.
     """
-    import optuna
-
-    limited = [o for o in objectives if o.limit is not None]
-    if limited:
-        params.setdefault("constraints_func", optuna_constraints)
+    limited = any(o.limit is not None for o in objectives)
     if algorithm == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, **params)
+        sampler = (
+            ConstrainedNSGAIISampler(objectives, seed=seed, **params)
+            if limited
+            else NSGAIISampler(seed=seed, **params)
+        )
     elif algorithm == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, **params)
+        sampler = (
+            ConstrainedTPESampler(objectives, seed=seed, **params)
+            if limited
+            else optuna.samplers.TPESampler(seed=seed, **params)
+        )
     else:
         raise ValueError(f"unknown Optuna algorithm {algorithm!r} (allowed: nsga2, tpe)")
     distributions = {
         d.name: optuna.distributions.CategoricalDistribution([d.options[i] for i in allowed])
         for d, allowed in zip(space.decisions, space.allowed, strict=True)
     }
-
-    if not limited:
-        return OptunaSearch(
-            space=distributions, metric=objectives.names, mode=objectives.modes, sampler=sampler
-        )
-    return ConstrainedOptunaSearch(
-        objectives,
-        space=distributions,
-        metric=objectives.names,
-        mode=objectives.modes,
-        sampler=sampler,
+    return OptunaSearch(
+        space=distributions, metric=objectives.names, mode=objectives.modes, sampler=sampler
     )
-
-
-class ConstrainedOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that attaches each trial's limit violations before telling Optuna."""
-
-    def __init__(self, objectives: ObjectiveSet, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.objectives = objectives
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and result and self.objectives.is_valid(result):
-            limited = [o for o in self.objectives if o.limit is not None]
-            ot_trial.set_user_attr(
-                "constraints", [o.violation(float(result[o.name])) for o in limited]
-            )
-        super().on_trial_complete(trial_id, result, error)

@@ -1,15 +1,18 @@
-"""``paretune sync-mlflow``: make MLflow agree with what Ray recorded, after an outage or from scratch.
+"""``paretune sync-mlflow``: make MLflow agree with the experiment folder, after an outage or
+from scratch.
 
-For every trial of an experiment directory (Ray's results plus the trial journal), the nested
-run is created if missing, every reported result is logged (results carry their own timestamp
-and step, so replaying one that is already there adds nothing), the final tags are set and the
-run is ended with the trial's status. A missing parent run (or a new tracking URI) gets a new
-parent run; the report's summary and artifacts are logged to it and it is ended.
+For every trial of an experiment directory (the trial journal, plus the per-trial
+``result.json`` lines of trials the journal lacks), the nested run is created if missing, every
+reported result is logged (results carry their own timestamp and step, so replaying one that is
+already there adds nothing), the final tags are set and the run is ended with the trial's
+status. A missing parent run (or a new tracking URI) gets a new parent run; the report's summary
+and artifacts are logged to it and it is ended. Only JSON files are read, never Ray's
+experiment state (which Ray may have pickled).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,11 @@ from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from paretune.platform.journal import JOURNAL_FILE, TrialJournal
+from paretune.platform.experiment import load_experiment, segment_dirs, write_state
+from paretune.platform.journal import JOURNAL_FILE, TrialJournal, read_jsonl
+from paretune.platform.parent_run import finish_parent_run, open_parent_run, redact_uri
+from paretune.platform.prepare import Prepared, prepare
+from paretune.platform.results import search_report
 from paretune.platform.tracking import (
     MAX_TAG_LENGTH,
     existing_trial_runs,
@@ -26,6 +33,11 @@ from paretune.platform.tracking import (
     result_metrics,
     split_result,
 )
+from paretune.platform.trainable import arch_from_config
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"  # Ray's per-trial results (JSON lines; JsonLoggerCallback)
 
 
 @dataclass
@@ -39,44 +51,37 @@ class SyncSummary:
     already_complete: int = 0
 
 
-def _trial_results(trial_dir: Path) -> list[dict[str, Any]]:
-    path = trial_dir / "result.json"
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line
+def _results_by_trial(segment: Path) -> dict[str, list[dict[str, Any]]]:
+    """``{trial id: results}`` from the ``result.json`` of each trial folder of a segment."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(segment.glob(f"*/{RESULT_FILE}")):
+        results = read_jsonl(path)
+        ids = {str(r["trial_id"]) for r in results if "trial_id" in r}
+        if len(ids) == 1:
+            out[ids.pop()] = results
     return out
 
 
 def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
-    """``{trial id: {"config", "results", "status", "error"}}`` from Ray's files and the journal."""
-    from paretune.platform.launcher import segment_dirs, segment_trials
-
+    """``{trial id: {"config", "results", "status", "error"}}`` from the journal and Ray's
+    per-trial result files (a trial with results but no journal line was interrupted)."""
     trials: dict[str, dict[str, Any]] = {}
     for segment in segment_dirs(experiment_dir):
-        for trial in segment_trials(segment):
-            status = {"TERMINATED": "ok", "ERROR": "failed"}.get(trial.status, "interrupted")
-            trials[trial.trial_id] = {
-                "config": dict(trial.config),
-                "results": _trial_results(segment / trial.storage.trial_dir_name),
-                "status": status,
+        for trial_id, results in _results_by_trial(segment).items():
+            config = next((r["config"] for r in results if isinstance(r.get("config"), dict)), {})
+            trials[trial_id] = {
+                "config": config,
+                "results": results,
+                "status": "interrupted",
                 "error": None,
             }
     for trial_id, record in TrialJournal(experiment_dir / JOURNAL_FILE).load().items():
         entry = trials.setdefault(
-            trial_id,
-            {
-                "config": record["config"],
-                "results": [record["result"]],
-                "status": "ok",
-                "error": None,
-            },
+            trial_id, {"config": record["config"], "results": [], "status": "ok", "error": None}
         )
         entry["status"] = record["status"]
         entry["error"] = record.get("error")
+        entry["config"] = record.get("config") or entry["config"]
         if not entry["results"] and record["result"]:
             entry["results"] = [record["result"]]
     return trials
@@ -84,15 +89,6 @@ def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
 
 def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> SyncSummary:
     """Bring MLflow up to date with the experiment directory; see the module docstring."""
-    from paretune.platform.launcher import (
-        _write_state,
-        finish_parent_run,
-        load_experiment,
-        open_parent_run,
-        prepare,
-        search_report,
-    )
-
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, state = load_experiment(experiment_dir)
     configured = tracking_uri is None or tracking_uri == config.mlflow.tracking_uri
@@ -112,13 +108,13 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
         exp_id, parent_id = open_parent_run(config, state["run_name"], experiment_dir)
         if configured:
             state.update(mlflow_experiment_id=exp_id, parent_run_id=parent_id)
-            _write_state(experiment_dir, state)
+            write_state(experiment_dir, state)
     else:
         exp_id = state["mlflow_experiment_id"]
     sync_state = dict(state, mlflow_experiment_id=exp_id, parent_run_id=parent_id)
 
     prepared = prepare(config)
-    summary = SyncSummary(uri, parent_id)
+    summary = SyncSummary(redact_uri(uri), parent_id)
     sync_trial_runs(client, prepared, exp_id, parent_id, experiment_dir, summary)
 
     rep = search_report(prepared, experiment_dir)
@@ -129,19 +125,17 @@ def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> 
 
 def sync_trial_runs(
     client: MlflowClient,
-    prepared: Any,
+    prepared: Prepared,
     exp_id: str,
     parent_id: str,
     experiment_dir: Path,
     summary: SyncSummary,
 ) -> None:
-    """Create the missing nested runs and complete the unfinished ones (Ray's results + journal).
+    """Create the missing nested runs and complete the unfinished ones (journal + results).
 
     ``paretune resume`` calls this too: a trial that finished after Ray's last snapshot, just
     before the driver died, may have a journal record but no MLflow run yet.
     """
-    from paretune.platform.trainable import arch_from_config
-
     config = prepared.config
     space = prepared.space
     existing = existing_trial_runs(client, exp_id, parent_id)

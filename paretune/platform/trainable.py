@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
+from paretune.objectives import make_evaluator
 from paretune.objectives.base import ObjectiveSet
+from paretune.objectives.predictor import attach_predictor
+from paretune.platform.experiment import TRIALS_DIR
+from paretune.platform.guard import MemoryGuard
+from paretune.platform.tracking import RAY_RESULT_KEYS
 from paretune.spaces.base import Arch, SearchSpace
 
 _EVALUATORS: dict[str, Any] = {}
-TRIALS_DIR = "trials"
 
 
 class TrialFailure(RuntimeError):
@@ -30,8 +35,6 @@ class TrialFailure(RuntimeError):
 
 def get_evaluator(kind: str, settings: Mapping[str, Any]) -> Any:
     """The evaluator for these settings, built once per process."""
-    from paretune.objectives import make_evaluator
-
     key = json.dumps([kind, dict(settings)], sort_keys=True, default=str)
     if key not in _EVALUATORS:
         _EVALUATORS[key] = make_evaluator(kind, **settings)
@@ -64,8 +67,6 @@ def check_finite(values: Mapping[str, Any], objectives: ObjectiveSet) -> None:
 
 def _placement() -> dict[str, Any]:
     """Where the trial runs: Ray node id and the GPU ids Ray gave it."""
-    import ray
-
     ctx = ray.get_runtime_context()
     return {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
 
@@ -81,13 +82,14 @@ def run_trial(
     memory_limit_mb: float | None = None,
     experiment_dir: str | None = None,
     replay: Mapping[str, Mapping[str, Any]] | None = None,
-    faults: Mapping[str, Any] | None = None,
     predictor_settings: Mapping[str, Any] | None = None,
+    evaluator_wrapper: Callable[[Any], Any] | None = None,
 ) -> None:
-    """Ray Tune function trainable (bind the keyword arguments with ``tune.with_parameters``)."""
-    from paretune.platform.guard import FaultInjector, MemoryGuard
-    from paretune.platform.tracking import RAY_RESULT_KEYS
+    """Ray Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
+    ``evaluator_wrapper`` gets the trial's evaluator and returns the one that evaluates (tests
+    wrap it to inject faults: ``paretune.run(config, evaluator_wrapper=...)``).
+    """
     context = tune.get_context()
     record = (replay or {}).get(context.get_trial_id())
     if record is not None:  # finished before the driver died (the journal): not run again
@@ -105,9 +107,9 @@ def run_trial(
         settings["threads"] = max(1, int(cpus_per_trial))
     evaluator = get_evaluator(evaluator_kind, settings)
     if predictor_settings:
-        from paretune.objectives.predictor import attach_predictor
-
         evaluator = attach_predictor(evaluator, predictor_settings)
+    if evaluator_wrapper is not None:
+        evaluator = evaluator_wrapper(evaluator)
     proposal = config.get("proposal") or {}
     # Weights and other files of the trial live in the experiment's storage directory (shared
     # by every node on a cluster), not in Ray's node-local staging folder, so that a child on
@@ -124,17 +126,9 @@ def run_trial(
 
     started_at = time.time()
     with MemoryGuard(memory_limit_mb) as guard:
-        attempts_dir = Path(experiment_dir) / ".faults" if experiment_dir else None
-        fault = (
-            FaultInjector(**faults).before(arch_text, attempts_dir, context.get_trial_id())
-            if faults
-            else None
-        )
         evaluation = evaluator.evaluate(
             arch, report_intermediate, meta=proposal.get("meta", {}), trial_dir=trial_dir
         )
-    if fault == "nan":
-        evaluation.values[objectives.names[0]] = float("nan")
     check_finite(evaluation.values, objectives)
     final = evaluation.as_report()
     final.update(where)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from paretune.platform.config import ConfigError, apply_overrides, config_from_dict, load_config
-from paretune.platform.launcher import prepare
+from paretune.platform.prepare import prepare
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from paretune.platform import mlflow_sql
-from paretune.platform.launcher import enable_sqlite_wal
 from paretune.platform.mlflow_writer import WriterCore
+from paretune.platform.parent_run import enable_sqlite_wal
 
 START, END = 1_700_000_000_000, 1_700_000_004_321
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from paretune.platform import tracking
-from paretune.platform.launcher import enable_sqlite_wal
+from paretune.platform.parent_run import enable_sqlite_wal
 
 
 @pytest.fixture

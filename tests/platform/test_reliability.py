@@ -23,6 +23,7 @@ from paretune.platform.config import ConfigError, config_from_dict
 from paretune.platform.journal import JOURNAL_FILE, TrialJournal
 from paretune.platform.launcher import SearchFailed, resume, run
 from tests.platform.conftest import free_port
+from tests.platform.faults import FAULT_MARKER, Faults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,9 +77,9 @@ def test_failing_trials_are_recorded_with_their_reason(
         mlflow_uri,
         search={"num_samples": 16},
         resources={"cpu": 0.5, "memory_mb": 900},
-        faults={"raise_rate": 0.2, "nan_rate": 0.2, "memory_rate": 0.2, "seed": 3},
     )
-    result = run(config_from_dict(data), verbose=0)
+    faults = Faults(raise_rate=0.2, nan_rate=0.2, memory_rate=0.2, seed=3)
+    result = run(config_from_dict(data), verbose=0, evaluator_wrapper=faults)
     rows = result.report.rows
     assert len(rows) == 16
     failed = [r for r in rows if not r.ok]
@@ -114,12 +115,12 @@ def test_retries_are_honoured(ray_session, nb201_path, mlflow_uri, tmp_path):
         mlflow_uri,
         search={"num_samples": 8},
         failure={"max_failures": 1},
-        faults={"raise_rate": 0.5, "transient": True, "seed": 5},
     )
-    result = run(config_from_dict(data), verbose=0)
+    faults = Faults(raise_rate=0.5, transient=True, seed=5)
+    result = run(config_from_dict(data), verbose=0, evaluator_wrapper=faults)
     assert len(result.report.rows) == 8
     assert all(r.ok for r in result.report.rows)  # every transient failure succeeded on retry
-    retried = glob.glob(str(result.experiment_dir / ".faults" / "*.fault"))
+    retried = glob.glob(str(result.experiment_dir / "trials" / "*" / FAULT_MARKER))
     assert len(retried) >= 2
     runs = trial_runs(mlflow_uri, result.mlflow_experiment_id, result.parent_run_id)
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
@@ -128,11 +129,9 @@ def test_retries_are_honoured(ray_session, nb201_path, mlflow_uri, tmp_path):
 def test_a_search_where_every_trial_fails_ends_with_a_clear_message(
     ray_session, nb201_path, mlflow_uri, tmp_path
 ):
-    data = tabular(
-        nb201_path, tmp_path, mlflow_uri, search={"num_samples": 6}, faults={"raise_rate": 1.0}
-    )
+    data = tabular(nb201_path, tmp_path, mlflow_uri, search={"num_samples": 6})
     with pytest.raises(SearchFailed, match=r"all 6 trials failed \(6 x .*injected failure"):
-        run(config_from_dict(data), verbose=0)
+        run(config_from_dict(data), verbose=0, evaluator_wrapper=Faults(raise_rate=1.0))
     client = MlflowClient(mlflow_uri)
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("reliability").experiment_id],
@@ -203,10 +202,12 @@ def test_unreachable_ray_address_is_refused_quickly(nb201_path, tmp_path):
 
 
 # ---------------------------------------------------------------------- resume
-def _start_search(cfg_path: Path, cwd: Path, ray_address: str) -> subprocess.Popen:
+def _start_search(cfg_path: Path, cwd: Path, ray_address: str, delay_s: float) -> subprocess.Popen:
+    """``paretune run`` in its own process, every trial taking at least ``delay_s``."""
     env = {**os.environ, "RAY_ADDRESS": ray_address, "PYTHONPATH": str(ROOT)}
+    script = ROOT / "tests" / "platform" / "run_with_faults.py"
     return subprocess.Popen(
-        [sys.executable, "-m", "paretune", "run", str(cfg_path), "-q"],
+        [sys.executable, str(script), str(cfg_path), json.dumps({"delay_s": delay_s})],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -229,11 +230,10 @@ def test_resume_after_the_driver_is_killed(
         tmp_path,
         mlflow_uri,
         search={"algorithm": algorithm, "num_samples": 16, "max_concurrent": 2},
-        faults={"delay_s": 0.4},
     )
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(data))
-    proc = _start_search(cfg, tmp_path, ray_cluster.address)
+    proc = _start_search(cfg, tmp_path, ray_cluster.address, delay_s=0.4)
 
     def journal_size() -> int:
         d = _experiment_dir(tmp_path)
@@ -286,8 +286,9 @@ def test_resume_after_the_driver_is_killed(
 def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp_path, monkeypatch):
     from ray.tune.experiment import Trial
 
-    from paretune.platform import launcher
-    from paretune.platform.launcher import report, segment_dirs
+    from paretune.platform import tuning
+    from paretune.platform.experiment import segment_dirs
+    from paretune.platform.launcher import report
     from paretune.platform.memory import TrimFinishedTrials
     from paretune.platform.sync import sync_mlflow
 
@@ -303,13 +304,13 @@ def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp
 
     monkeypatch.setattr(TrimFinishedTrials, "_trim", trim_and_cycle)
     live_at_start: list[set[str]] = []  # trial ids only: no reference that keeps one alive
-    build_tuner = launcher._build_tuner
+    build_tuner = tuning.build_tuner
 
     def noting_build_tuner(*args, **kwargs):
         live_at_start.append({o.trial_id for o in gc.get_objects() if isinstance(o, Trial)})
         return build_tuner(*args, **kwargs)
 
-    monkeypatch.setattr(launcher, "_build_tuner", noting_build_tuner)
+    monkeypatch.setattr(tuning, "build_tuner", noting_build_tuner)
     data = tabular(nb201_path, tmp_path, mlflow_uri, search={"num_samples": 23, "segment_size": 10})
     gc.disable()
     try:
@@ -361,11 +362,10 @@ def test_resume_in_a_later_segment(ray_cluster, nb201_path, mlflow_uri, tmp_path
         tmp_path,
         mlflow_uri,
         search={"num_samples": 16, "max_concurrent": 2, "segment_size": 6},
-        faults={"delay_s": 0.4},
     )
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(data))
-    proc = _start_search(cfg, tmp_path, ray_cluster.address)
+    proc = _start_search(cfg, tmp_path, ray_cluster.address, delay_s=0.4)
 
     def in_second_segment() -> bool:
         d = _experiment_dir(tmp_path)
@@ -449,11 +449,10 @@ def test_mlflow_outage_loses_nothing(ray_cluster, nb201_path, tmp_path):
             tmp_path,
             uri,
             search={"algorithm": "random", "num_samples": 30, "max_concurrent": 2},
-            faults={"delay_s": 0.5},
         )
         cfg = tmp_path / "c.yaml"
         cfg.write_text(yaml.safe_dump(data))
-        proc = _start_search(cfg, tmp_path, ray_cluster.address)
+        proc = _start_search(cfg, tmp_path, ray_cluster.address, delay_s=0.5)
 
         def journal_size() -> int:
             d = _experiment_dir(tmp_path)
@@ -520,9 +519,8 @@ def test_fractional_gpu_trials_spread_over_worker_nodes(
         mlflow_uri,
         search={"algorithm": "random", "num_samples": 16},
         resources={"cpu": 0.25, "gpu": 0.5},
-        faults={"delay_s": 1.5},
     )
-    result = run(config_from_dict(data), verbose=0)
+    result = run(config_from_dict(data), verbose=0, evaluator_wrapper=Faults(delay_s=1.5))
     assert len(result.report.rows) == 16 and all(r.ok for r in result.report.rows)
     results = [
         json.loads(Path(p).read_text().splitlines()[-1])

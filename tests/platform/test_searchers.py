@@ -14,9 +14,9 @@ from ray.tune.search import Searcher
 
 from paretune.objectives.base import Objective, ObjectiveSet
 from paretune.platform.config import OPTUNA_ALGORITHMS
+from paretune.platform.searcher import ParetoSearcher, make_optuna_searcher
 from paretune.platform.trainable import arch_from_config
 from paretune.search_algos import engine_names, make_engine
-from paretune.search_algos.ray_searcher import ParetoSearcher, make_optuna_searcher
 from paretune.spaces import NB201Space
 
 OBJECTIVES = ObjectiveSet.of(("accuracy", "max"), ("params", "min"))
@@ -154,7 +154,7 @@ def test_optuna_searchers_see_limits_as_constraints(algorithm, tmp_path):
     assert len(trials) == 6
     for t in trials:
         params = synthetic_values(arch_from_config(NB201Space(), t.params))["params"]
-        assert t.user_attrs["constraints"] == [pytest.approx(max(0.0, params - 0.5))]
+        assert list(t.constraints.values()) == [pytest.approx(max(0.0, params - 0.5))]
     path = tmp_path / "optuna.pkl"
     searcher.save(str(path))  # the constraint function must survive Ray's pickling
     clone = pickle.loads(pickle.dumps(searcher))

@@ -77,6 +77,12 @@ class PredictedLatency:
         out[self.metric] = MetricInfo("ms", "min", "predicted")
         return out
 
+    def check_limits(self, objectives: Any, space: Any) -> None:
+        """The inner evaluator's limit check (the predicted metric has none up front)."""
+        check = getattr(self.inner, "check_limits", None)
+        if check is not None:
+            check(objectives, space)
+
     def predict(self, arch: Arch) -> float:
         return self.predictor.predict_one(arch, self.device)
 

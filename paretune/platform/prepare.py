@@ -1,0 +1,147 @@
+"""From a validated config to what a search needs: space, objectives, evaluator and searcher.
+
+Everything here runs in the driver before Ray runs anything; a problem raises
+:class:`~paretune.platform.config.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paretune.objectives import make_evaluator
+from paretune.objectives.base import ObjectiveSet, check_objectives
+from paretune.objectives.predictor import (
+    attach_predictor,
+    predictor_function,
+    resolve_predictor_settings,
+)
+from paretune.platform.config import OPTUNA_ALGORITHMS, ConfigError, ExperimentConfig
+from paretune.search_algos import ENGINES, engine_names, make_engine
+from paretune.search_algos.screening import screen_engine
+from paretune.spaces import SearchSpace, make_space
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Everything built from a config before Ray runs anything."""
+
+    config: ExperimentConfig
+    space: SearchSpace
+    objectives: ObjectiveSet
+    evaluator_settings: dict[str, Any]
+    evaluator: Any
+    predictor_settings: dict[str, Any] | None = None
+
+
+def prepare(config: ExperimentConfig) -> Prepared:
+    """Build space, objectives and evaluator settings; raise ConfigError naming any bad field."""
+    try:
+        space = make_space(config.space.name, config.space.restrict)
+    except ValueError as exc:
+        raise ConfigError(f"space.restrict = {config.space.restrict!r}: {exc}") from None
+    objectives = config.objective_set()
+    settings = config.evaluator.model_dump(exclude={"kind"})
+    # Trials run in their own directories: make file paths absolute here, in the driver.
+    for key in ("path", "data_path"):
+        if settings.get(key):
+            settings[key] = str(Path(settings[key]).expanduser().resolve())
+    if config.evaluator.kind == "train":
+        settings["seed"] = config.seed
+    try:
+        predictor = resolve_predictor_settings(
+            config.predictor.model_dump(), config.mlflow.tracking_uri
+        )
+    except ValueError as exc:
+        raise ConfigError(f"predictor: {exc}") from None
+    predicted = (predictor or {}).get("metric")
+    if "extra" in settings:
+        # Metrics beyond an evaluator's standard ones (raw table columns such as
+        # latency_ms_raspi4) are returned when an objective names them.
+        settings["extra"] = [n for n in objectives.names if n != predicted]
+    evaluator = _build_evaluator(config, settings, predictor)
+    if config.evaluator.kind == "table":  # the table the driver found (path, env or cache)
+        settings["path"] = str(getattr(evaluator, "inner", evaluator).path.resolve())
+    available = evaluator.metrics()
+    try:
+        check_objectives(objectives, available)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for i, o in enumerate(objectives):
+        natural = available[o.name].direction
+        if natural in ("min", "max") and natural != o.direction:
+            logger.warning(
+                "objectives[%d]: %s is usually %s, config says %s", i, o.name, natural, o.direction
+            )
+    check_limits(evaluator, objectives, space)
+    return Prepared(config, space, objectives, settings, evaluator, predictor)
+
+
+def _build_evaluator(
+    config: ExperimentConfig, settings: dict[str, Any], predictor: dict[str, Any] | None
+) -> Any:
+    try:
+        evaluator = make_evaluator(config.evaluator.kind, **settings)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"evaluator.path = {settings.get('path')!r}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"evaluator: {exc}") from None
+    try:
+        return attach_predictor(evaluator, predictor)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise ConfigError(f"predictor.path = {config.predictor.path!r}: {exc}") from None
+
+
+def check_limits(evaluator: Any, objectives: ObjectiveSet, space: SearchSpace) -> None:
+    """Refuse limits that no architecture of the space can meet (the evaluator's own check).
+
+    An evaluator that can tell up front implements ``check_limits(objectives, space)``,
+    raising ValueError that names the limit and the best reachable value.
+    """
+    check = getattr(evaluator, "check_limits", None)
+    if check is None:
+        return
+    try:
+        check(objectives, space)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _accepts(algorithm: str, parameter: str) -> bool:
+    engine_names()  # loads the built-in engines
+    return parameter in inspect.signature(ENGINES[algorithm].__init__).parameters
+
+
+def make_searcher(prepared: Prepared) -> Any:
+    """The Ray Tune searcher for ``search.algorithm`` (a paretune engine or an Optuna sampler)."""
+    from paretune.platform.searcher import ParetoSearcher, make_optuna_searcher
+
+    cfg = prepared.config
+    algorithm = cfg.search.algorithm
+    params = dict(cfg.search.params)
+    try:
+        if algorithm in OPTUNA_ALGORITHMS:
+            return make_optuna_searcher(
+                algorithm, prepared.space, prepared.objectives, seed=cfg.seed, **params
+            )
+        if "budget" not in params and _accepts(algorithm, "budget"):
+            params["budget"] = cfg.search.num_samples  # e.g. TND spreads its stages over it
+        engine = make_engine(
+            algorithm, prepared.space, prepared.objectives, seed=cfg.seed, **params
+        )
+        if cfg.screening.enabled:
+            engine = screen_engine(
+                engine, predictor_function(prepared.predictor_settings), cfg.screening.model_dump()
+            )
+    except TypeError as exc:
+        raise ConfigError(
+            f"search.params = {params!r}: not accepted by {algorithm!r} ({exc})"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"search.params = {params!r}: {exc}") from None
+    return ParetoSearcher(engine, max_trials=cfg.search.num_samples)
