@@ -148,10 +148,25 @@ class SearchSpace:
         )
 
     def decode(self, text: str) -> Arch:
-        parts = dict(p.split("=", 1) for p in text.split(","))
-        return self.validate(
-            [self.decisions[k].options.index(parts[d.name]) for k, d in enumerate(self.decisions)]
-        )
+        """Inverse of :meth:`encode`; raises ``ValueError`` naming the value and the expected form."""
+        expected = ",".join(f"{d.name}=<option>" for d in self.decisions)
+        if not isinstance(text, str):
+            raise ValueError(
+                f"not an architecture string of space {self.name!r}: {text!r} "
+                f"({type(text).__name__}); expected {expected!r}"
+            )
+        items = [p.split("=", 1) for p in text.split(",")]
+        if any(len(item) != 2 for item in items):
+            raise ValueError(f"architecture string {text!r}: expected {expected!r}")
+        parts = dict(items)
+        unknown = sorted(set(parts) - set(self.decision_names()))
+        missing = [d.name for d in self.decisions if d.name not in parts]
+        if unknown or missing:
+            raise ValueError(
+                f"architecture string {text!r}: missing decisions {missing}, unknown {unknown} "
+                f"(expected {expected!r})"
+            )
+        return self.from_params(parts)
 
     def to_params(self, arch: Sequence[int]) -> dict[str, str]:
         """The architecture as ``{decision name: option name}`` (for trackers and Optuna)."""

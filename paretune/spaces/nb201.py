@@ -21,6 +21,8 @@ NB201_OPS: tuple[str, ...] = (
 NB201_EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
 
+_EXAMPLE = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|none~2|"
+
 # Operations from the fewest parameters and multiply-adds to the most.
 _COST_ORDER = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
 
@@ -60,11 +62,17 @@ class NB201Space(SearchSpace):
         return "+".join(nodes)
 
     def decode(self, text: str) -> Arch:
-        """Parse an NB201 string; raises ``ValueError`` naming what is malformed."""
+        """Parse an NB201 string; raises ``ValueError`` naming the value and what is malformed."""
+        if not isinstance(text, str):
+            raise ValueError(
+                f"not an NB201 architecture string: {text!r} ({type(text).__name__}); expected "
+                f"a string like {_EXAMPLE!r}"
+            )
         nodes = text.strip().split("+")
         if len(nodes) != 3:
             raise ValueError(
-                f"not an NB201 architecture string (expected 3 nodes joined by '+'): {text!r}"
+                f"not an NB201 architecture string (expected 3 nodes joined by '+', like "
+                f"{_EXAMPLE!r}): {text!r}"
             )
         arch: list[int] = []
         for dst, node in enumerate(nodes, start=1):

@@ -150,6 +150,38 @@ def test_invalid_values_become_failures(name: str, bad: dict) -> None:
     assert engine.ask() is not None
 
 
+def _every_fifth_fails(p: Proposal) -> dict[str, float] | None:
+    return None if p.id % 5 == 2 else evaluate(p.arch)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_a_proposal_told_twice_is_ignored(name: str) -> None:
+    """A second tell (result or failure) of a proposal changes nothing and returns False."""
+    engine = make_engine(name, SPACE, OBJECTIVES, seed=3)
+    twin = make_engine(name, SPACE, OBJECTIVES, seed=3)
+    told = drive(engine, 15, in_flight=3, result=_every_fifth_fails)
+    drive(twin, 15, in_flight=3, result=_every_fifth_fails)
+    failed = next(p for p in told if p.id % 5 == 2)
+    before = json.dumps(engine.state_dict(), sort_keys=True)
+    for p in (told[-1], told[0], failed):
+        copy = Proposal.from_dict(p.to_dict())  # the same proposal, as a resumed adapter has it
+        assert engine.was_told(copy)
+        assert engine.tell(copy, evaluate(p.arch)) is False
+        assert engine.tell(copy, {"accuracy": 99.0, "params": 0.0}) is False
+        assert engine.tell_failure(copy, "again") is False
+        assert engine.tell(copy, {"accuracy": math.nan, "params": 1.0}) is False
+    assert json.dumps(engine.state_dict(), sort_keys=True) == before
+    assert len(engine.history) == len({r.proposal.id for r in engine.history}) == 15
+    # The search goes on as if nothing had been told twice; also after a state round trip.
+    clone = make_engine(name, SPACE, OBJECTIVES, seed=3)
+    clone.load_state_dict(json.loads(before))
+    assert clone.tell(told[1], evaluate(told[1].arch)) is False
+    assert len(clone.history) == 15
+    expected = signature(drive(twin, 20, in_flight=2))
+    assert signature(drive(engine, 20, in_flight=2)) == expected
+    assert signature(drive(clone, 20, in_flight=2)) == expected
+
+
 @pytest.mark.parametrize("name", ENGINES)
 def test_state_round_trips_through_json(name: str) -> None:
     def flaky(p: Proposal) -> dict[str, float] | None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paretune.spaces import NB201_OPS, NB201Space, make_space
+from paretune.spaces import NB201_OPS, Decision, NB201Space, SearchSpace, make_space
 
 INDEX0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
 
@@ -77,6 +77,31 @@ def test_decodes_every_table_string(space: NB201Space, nb201_path) -> None:
 def test_malformed_strings_raise_clear_errors(space: NB201Space, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         space.decode(text)
+
+
+@pytest.mark.parametrize("value", [None, 42, b"|none~0|", ["|none~0|"], 3.5])
+def test_decode_of_a_non_string_names_the_value_and_the_form(space: NB201Space, value) -> None:
+    with pytest.raises(ValueError) as info:
+        space.decode(value)
+    message = str(info.value)
+    assert repr(value) in message and type(value).__name__ in message
+    assert "expected a string like '|" in message and "~0|+|" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, r"None \(NoneType\); expected 'e0_1=<option>,e0_2=<option>"),
+        ("e0_1=none", r"missing decisions \['e0_2'"),
+        ("e0_1=none,bogus", "expected 'e0_1=<option>"),
+        ("e0_1=none,e9_9=none", r"unknown \['e9_9'\]"),
+    ],
+)
+def test_generic_decode_of_malformed_input_raises_clear_errors(text, message) -> None:
+    generic = SearchSpace([Decision("e0_1", ("none", "skip")), Decision("e0_2", ("none", "skip"))])
+    with pytest.raises(ValueError, match=message):
+        generic.decode(text)
+    assert generic.decode("e0_1=skip,e0_2=none") == (1, 0)
 
 
 def test_decode_outside_a_restriction_names_the_allowed_options(space: NB201Space) -> None:
