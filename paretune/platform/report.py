@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos.pareto import constrained_front_indices, hypervolume
+from paretune.search_algos.pareto import constrained_front_indices, hypervolume, reference_point
 
 ORIGIN_KEY = "origin"  # the extras key (a column of the CSV files) naming a merged row's search
 
@@ -223,9 +223,7 @@ def build_report(rows: list[TrialRow], objectives: ObjectiveSet) -> SearchReport
     reference = objectives.reference_vector()
     source = "configured"
     if reference is None and len(ok):
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
-        reference = hi + 0.1 * span
+        reference = reference_point(points)
         source = "derived from the trials: nadir + 10% of range"
     history: list[float] = []
     if reference is not None:
