@@ -54,13 +54,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import ray
 from ray import cloudpickle
 from ray.tune import Callback
+from ray.util import debug
+
+logger = logging.getLogger(__name__)
 
 
 class TrimFinishedTrials(Callback):
@@ -114,31 +119,20 @@ class TrimFinishedTrials(Callback):
                 meta.metric_analysis = {
                     k: v for k, v in meta.metric_analysis.items() if k in self.keep_metrics
                 }
-            future = trial.__dict__.get("_default_result_or_future")
             # Only read while a trial has not reported (Trial.last_result, a property that
             # would wait on the reference: the stored result is looked at instead).
             reported = any(k != "trial_id" for k in (meta.last_result or {}))
-            if future is not None and not isinstance(future, dict) and reported:
-                trial._default_result_or_future = None
             if isinstance(meta.last_result, dict) and reported:
                 meta.last_result = self._shared_result(meta.last_result, trial)
             meta.metric_analysis = {
                 self._share_str(k): {self._share_str(s): v for s, v in stats.items()}
                 for k, stats in meta.metric_analysis.items()
             }
-            manager = getattr(meta, "checkpoint_manager", None)
-            if manager is not None and hasattr(manager, "_checkpoint_config"):
-                manager._checkpoint_config = self._share_obj(manager._checkpoint_config)
+            share_private_parts(trial, self._share_obj, reported=reported)
         pgf = getattr(trial, "placement_group_factory", None)
         if pgf is not None:
             # Equal factories compare and hash equal: one shared object serves them all.
             trial.placement_group_factory = self._shared_pgf.setdefault(pgf, pgf)
-        # Ray keeps the config twice (resolved and not): equal ones become one object.
-        unresolved = "_Trial__unresolved_config"
-        if trial.__dict__.get(unresolved) is not trial.config and (
-            trial.__dict__.get(unresolved) == trial.config
-        ):
-            trial.__dict__[unresolved] = trial.config
         storage = getattr(trial, "storage", None)
         for name in ("sync_config", "syncer", "storage_filesystem"):
             if storage is not None and getattr(storage, name, None) is not None:
@@ -188,26 +182,6 @@ _SHARED_STRINGS = 4096
 _SHARED_OBJECTS = 64  # distinct storage and checkpoint settings (one or two in a search)
 
 
-def forget_encoder_log_keys() -> int:
-    """Drop the keys Ray's JSON encoder leaves in ``ray.util.debug``'s log-once set.
-
-    ``TuneFunctionEncoder`` adds ``tune_func_encode:<repr of the object>`` for every object
-    it pickles, and a trial's storage context has a repr of its own: one key (about 600
-    bytes) per trial, kept for good. Forgetting them only means that its debug message
-    ("Falling back to cloudpickle") may be logged again.
-    """
-    try:
-        from ray.util import debug
-    except ImportError:  # pragma: no cover - Ray is a dependency
-        return 0
-    logged = getattr(debug, "_logged", None)
-    if not isinstance(logged, set):
-        return 0
-    stale = [k for k in list(logged) if isinstance(k, str) and k.startswith("tune_func_encode:")]
-    logged.difference_update(stale)
-    return len(stale)
-
-
 _LIBC: Any = None
 
 
@@ -251,30 +225,6 @@ def fix_malloc_thresholds() -> bool:
 
 
 @contextlib.contextmanager
-def without_result_dataframes() -> Iterator[None]:
-    """Within: Ray's ``ExperimentAnalysis`` reads no trial's result history into pandas.
-
-    ``Tuner.fit`` ends, and reading an experiment back begins, with an ``ExperimentAnalysis``
-    that loads every trial's ``result.json`` into a DataFrame (for ``Result.metrics_dataframe``,
-    which paretune never reads): seconds of CPU and tens of MB per thousand trials at the end
-    of each segment, part of which the heap keeps. Results themselves (``last_result``, the
-    config, the path) are unaffected. Where Ray has no such method this does nothing.
-    """
-    from ray.tune.analysis import experiment_analysis
-
-    cls = experiment_analysis.ExperimentAnalysis
-    original = cls.__dict__.get("_fetch_trial_dataframes")
-    if original is None:
-        yield
-        return
-    cls._fetch_trial_dataframes = lambda self: {}
-    try:
-        yield
-    finally:
-        cls._fetch_trial_dataframes = original
-
-
-@contextlib.contextmanager
 def without_tensorboard() -> Iterator[None]:
     """Within: Ray Tune adds no logger callbacks of its own (pass JSON and CSV loggers)."""
     key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -287,3 +237,70 @@ def without_tensorboard() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = old
+
+
+# ---------------------------------------------------------------------- Ray's private parts
+# The one place that touches attributes Ray does not publish. Tested with these Ray versions
+# (major, minor), both ends included; pyproject.toml bounds Ray to them. Outside them nothing
+# private is touched (one warning); inside them an attribute that is not where it should be
+# raises (tests/platform/test_memory.py checks each on a real trial), never a silent no-op.
+RAY_TESTED = ((2, 60), (2, 60))
+
+
+def ray_version() -> tuple[int, int]:
+    """The installed Ray's (major, minor)."""
+    major, minor = ray.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def ray_private_parts_supported() -> bool:
+    """Whether the installed Ray is one whose private parts :mod:`memory` was tested on."""
+    ok = RAY_TESTED[0] <= ray_version() <= RAY_TESTED[1]
+    if not ok and not _WARNED:
+        _WARNED.append(True)
+        logger.warning(
+            "Ray %s is outside the versions paretune's driver-memory trimming was tested with "
+            "(%s to %s): trimming only through Ray's public attributes",
+            ray.__version__,
+            ".".join(map(str, RAY_TESTED[0])),
+            ".".join(map(str, RAY_TESTED[1])),
+        )
+    return ok
+
+
+_WARNED: list[bool] = []
+
+
+def share_private_parts(trial: Any, share: Any, *, reported: bool) -> None:
+    """Drop or share what a finished trial keeps in Ray's private attributes.
+
+    The reference of the trial's default result (a finished trial that reported has its
+    result), Ray's second, unresolved copy of the config (one object when equal), and the
+    checkpoint settings (``share``: one object for equal ones).
+    """
+    if not ray_private_parts_supported():
+        return
+    attrs = trial.__dict__
+    future = attrs["_default_result_or_future"]
+    if future is not None and not isinstance(future, dict) and reported:
+        attrs["_default_result_or_future"] = None
+    if attrs["_Trial__unresolved_config"] == trial.config:
+        attrs["_Trial__unresolved_config"] = trial.config
+    manager = trial.run_metadata.checkpoint_manager
+    manager._checkpoint_config = share(manager._checkpoint_config)
+
+
+def forget_encoder_log_keys() -> int:
+    """Drop the keys Ray's JSON encoder leaves in ``ray.util.debug``'s log-once set.
+
+    ``TuneFunctionEncoder`` adds ``tune_func_encode:<repr of the object>`` for every object
+    it pickles, and a trial's storage context has a repr of its own: one key (about 600
+    bytes) per trial, kept for good. Forgetting them only means that its debug message
+    ("Falling back to cloudpickle") may be logged again.
+    """
+    if not ray_private_parts_supported():
+        return 0
+    logged: set = debug._logged
+    stale = [k for k in list(logged) if isinstance(k, str) and k.startswith("tune_func_encode:")]
+    logged.difference_update(stale)
+    return len(stale)
