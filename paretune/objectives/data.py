@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+from paretune.objectives import safe_pickle
+
+if TYPE_CHECKING:
+    import torch
 
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
@@ -95,8 +99,13 @@ def _load_mnist(path: str | None) -> _Raw:
 
 
 def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    with file.open("rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    """One python batch, read as data (never unpickled: see :mod:`.safe_pickle`)."""
+    try:
+        d = safe_pickle.to_data(safe_pickle.parse(file.read_bytes(), str(file)), str(file))
+    except safe_pickle.PickleDataError as exc:
+        raise ValueError(f"{str(file)!r} is not a CIFAR-10 python batch ({exc})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{str(file)!r} is not a CIFAR-10 python batch (not a dict)")
     data = d.get(b"data", d.get("data"))
     labels = d.get(b"labels", d.get("labels"))
     if data is None or labels is None:
@@ -107,10 +116,11 @@ def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-def _load_cifar10(path: str | None) -> _Raw:
+def _cifar10_folder(path: str | os.PathLike | None) -> Path:
+    """The folder of the CIFAR-10 python batches; ``FileNotFoundError`` saying what is missing."""
     if path is None:
         raise FileNotFoundError(
-            "dataset 'cifar10' needs path= the folder holding the python batches "
+            "dataset 'cifar10' needs the folder holding the python batches "
             f"({', '.join(CIFAR10_TRAIN_BATCHES)}, {CIFAR10_TEST_BATCH}); nothing is downloaded"
         )
     folder = Path(path).expanduser()
@@ -123,6 +133,25 @@ def _load_cifar10(path: str | None) -> _Raw:
             f"CIFAR-10 python batches not found in {str(folder)!r}: missing {missing} "
             "(expected the extracted cifar-10-python.tar.gz; nothing is downloaded)"
         )
+    return folder
+
+
+def check_data_path(name: str, path: str | os.PathLike | None) -> str | None:
+    """Why dataset ``name`` cannot be read from ``path`` (one line), or ``None``.
+
+    Cheap (no data is read, torch is not imported): configs call it before a search starts.
+    """
+    if name != "cifar10":
+        return None
+    try:
+        _cifar10_folder(path)
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+def _load_cifar10(path: str | None) -> _Raw:
+    folder = _cifar10_folder(path)
     parts = [_read_cifar_batch(folder / n) for n in CIFAR10_TRAIN_BATCHES]
     test_x, test_y = _read_cifar_batch(folder / CIFAR10_TEST_BATCH)
     x = np.concatenate([p[0] for p in parts])
@@ -159,6 +188,8 @@ def _stratified(
 
 
 def _split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, scale: float) -> Split:
+    import torch
+
     xs = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32) / np.float32(scale))
     return Split(x=xs, y=torch.from_numpy(np.ascontiguousarray(y[idx])))
 

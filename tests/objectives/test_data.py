@@ -83,11 +83,39 @@ def test_cifar10_reads_local_python_batches(tmp_path):
 
 
 def test_cifar10_missing_batches_name_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="needs path="):
+    with pytest.raises(FileNotFoundError, match="needs the folder holding the python batches"):
         load_dataset("cifar10")
     with pytest.raises(FileNotFoundError, match=str(tmp_path)) as info:
         load_dataset("cifar10", path=tmp_path)
     assert "data_batch_1" in str(info.value)
+
+
+def test_check_data_path_says_what_is_missing_without_reading_data(tmp_path):
+    from paretune.objectives.data import check_data_path
+
+    assert check_data_path("digits", None) is None
+    assert "needs the folder" in check_data_path("cifar10", None)
+    assert "missing ['data_batch_1'" in check_data_path("cifar10", tmp_path)
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    assert check_data_path("cifar10", tmp_path) is None
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_cifar10_batches_are_read_as_data_never_unpickled(tmp_path):
+    _write_cifar(tmp_path)
+    marker = tmp_path / "payload-ran"
+    with (tmp_path / "data_batch_3").open("wb") as f:
+        pickle.dump({b"data": _Payload(str(marker)), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError, match="data_batch_3.*not a CIFAR-10 python batch"):
+        load_dataset("cifar10", path=tmp_path)
+    assert not marker.exists()
 
 
 def test_bad_arguments():
