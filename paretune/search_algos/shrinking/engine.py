@@ -1,56 +1,7 @@
-"""Progressive shrinking (TND-NAS style): REINFORCE on per-decision logits, shrunk stage by stage.
+"""The ``tnd`` engine: policy, stages, REINFORCE and the final local search.
 
-The engine keeps one logit per (decision, option). A proposal is a discrete architecture drawn
-from the softmax over the options still allowed. Results arrive in any order and are buffered;
-every ``batch_size`` (M) results one REINFORCE step updates the logits as in the TND-NAS code:
-moving baseline ``b <- b + 0.95 (mean R - b)`` (``b`` = the first batch mean at first),
-gradient ``mean_j (R_j - b) grad(-log pi(a_j))``, norm clipping at 5, Adam with betas
-(0.5, 0.999) and L2 weight decay 1e-3. The learning rate is 0.3, not the paper's 6e-3: on a
-table a run has tens of REINFORCE steps, not thousands, and 6e-3 leaves the policy uniform.
-
-A stage ends after a configured number of *results* (never wall-clock time), then the
-lowest-probability options of every decision are dropped (NB201: 5 -> 3 -> 2 -> 1 options;
-ties keep the lower option index) and ``self.space`` becomes the restricted space. Results of
-proposals made before a shrink that fall outside the new space are recorded (history, archive)
-but never enter the gradient; keep stage lengths well above the number of trials in flight.
-Stage lengths: ``stage_lengths``, else fractions of a ``budget`` hint (stage 0 gets
-``0.5 * min(1, budget / 1000)`` of it, every later shrinking stage 5%), else 100 results each.
-
-Rewards (``reward``):
-
-- ``"product"``: the paper's MnasNet form ``acc * prod_k (m_k / T_k) ** w_k`` with targets
-  ``T_k`` and exponents ``w_k`` for any objectives named in ``targets`` / ``exponents``; with
-  none it is the accuracy alone. Ratios ``m_k / T_k`` are floored at ``1e-3``, so a zero cost
-  gives a large but finite reward, and a negative accuracy counts as 0.
-- ``"pareto"`` (default): a target-free reward, the *exclusive additive-epsilon margin* of a
-  result against every other architecture evaluated, objectives min-max normalised over what the
-  engine has seen: ``R_j = min_{a != j} max_k (y_ak - y_jk)`` (minimisation). It is positive for
-  a non-dominated result (by how far it stands out of the rest of the front, so gap fillers and
-  extensions earn most), zero for a tie and minus its distance to the front when dominated.
-  Infeasible results (a violated limit) get ``-1 - violation``, below every feasible one.
-
-A failed trial gets the minimum reward of its batch and of the last ``reward_window`` rewards
-(``-1`` for Pareto / ``0`` for product if nothing is known yet): it is pushed down like the
-worst result seen, never NaN and never a crash.
-
-Duplicates are avoided: a sample already evaluated (or in flight) is redrawn up to
-``resample`` times, then drawn exactly from the policy conditioned on "not yet seen" when the
-allowed space is small enough to enumerate (else an unseen one-edit neighbour). A stage whose
-allowed space has nothing unseen left ends early.
-
-Once the space is shrunk to a single architecture the policy has converged. With
-``final="local"`` (default) the engine then spends the rest of the budget on a local search of
-its archive in the space it was given: an unseen one-edit neighbour of the most promising
-evaluated architecture. For ``"pareto"``, front members come first, ordered by their exclusive
-hypervolume in front-normalised units (``local_order="hv"``, exact, through moocore)
-or by their margin (``"margin"``), then dominated ones by distance to the front; for
-``"product"`` the order is the product reward. With ``final="stop"`` ``ask`` returns ``None``.
-On NB201 most of the final quality comes from this phase; the policy stages decide where it
-starts.
-
-Proposal meta: ``stage``, ``probability`` (of the architecture under the current policy, 0 for
-local-search proposals outside the shrunk space), ``generation`` (REINFORCE steps so far),
-``phase`` (``"policy"`` or ``"local"``) and, for local search, ``parent`` (a proposal id).
+See :mod:`paretune.search_algos.shrinking` for the method; the rewards and the evaluated points
+(the Pareto archive, margins, local-search order) are in :mod:`.rewards`.
 """
 
 from __future__ import annotations
@@ -64,8 +15,8 @@ import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.base import Engine, InspectionTable, Record
-from paretune.search_algos.pareto import ConstrainedArchive, hv_contributions, reference_point
 from paretune.search_algos.registry import register
+from paretune.search_algos.shrinking.rewards import ParetoRewards
 from paretune.spaces.base import Arch, SearchSpace
 
 REWARDS = ("product", "pareto")
@@ -79,7 +30,6 @@ FIRST_STAGE_FRACTION = 0.5
 FIRST_STAGE_FULL_BUDGET = 1000
 LATER_STAGE_FRACTION = 0.05
 ENUMERATE_LIMIT = 50_000
-RATIO_FLOOR = 1e-3
 
 
 def default_schedule(num_options: int) -> list[int]:
@@ -99,7 +49,7 @@ def default_stage_fractions(budget: int, stages: int) -> list[float]:
 
 
 @register
-class ProgressiveShrinking(Engine):
+class ProgressiveShrinking(ParetoRewards, Engine):
     """TND-NAS progressive shrinking with REINFORCE on any (non-differentiable) objectives.
 
     Args:
@@ -448,114 +398,6 @@ class ProgressiveShrinking(Engine):
             and self.stage_results >= self.stage_lengths[self.stage]
         ):
             self._shrink()
-
-    # ------------------------------------------------------------------ rewards
-    def rewards(self, batch: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Rewards of buffered results (``{"arch", "values"}``; ``values`` None = failed)."""
-        ok = [i for i, b in enumerate(batch) if b["values"] is not None]
-        out = np.full(len(batch), np.nan)
-        if ok:
-            if self.reward == "product":
-                out[ok] = [self._product_reward(batch[i]["values"]) for i in ok]
-            else:
-                out[ok] = self._pareto_rewards([batch[i] for i in ok])
-        known = [float(r) for r in out[ok]] + self.recent_rewards
-        fail = min(known) if known else (0.0 if self.reward == "product" else -1.0)
-        out[np.isnan(out)] = fail
-        return out
-
-    def _product_reward(self, values: Mapping[str, float]) -> float:
-        acc = max(0.0, float(values[self.accuracy])) if self.accuracy is not None else 1.0
-        r = acc
-        for k, t in self.targets.items():
-            ratio = max(float(values[k]) / t, RATIO_FLOOR)
-            r *= ratio ** self.exponents[k]
-        return float(r) if math.isfinite(r) else 0.0
-
-    # ------------------------------------------------------------------ evaluated points
-    def _reset_cache(self) -> None:
-        """Distinct evaluated archs as minimisation rows (derived from ``history``)."""
-        self._points: list[tuple[Arch, int]] = []  # (arch, proposal id)
-        self._point_index: dict[Arch, int] = {}
-        self._y = np.zeros((0, len(self.objectives)))
-        self._viol = np.zeros(0)
-        self._archive = ConstrainedArchive()  # keys: rows
-        self._scalar: list[float] = []  # product reward per row (product reward only)
-
-    def _add_point(self, record: Record) -> None:
-        arch = record.proposal.arch
-        if record.values is None or arch in self._point_index:
-            return
-        k = len(self._points)
-        self._points.append((arch, record.proposal.id))
-        self._point_index[arch] = k
-        if self.reward == "product":
-            self._scalar.append(self._product_reward(record.values))
-        y = self.objectives.vector(record.values)
-        self._y = np.vstack([self._y, y[None, :]])
-        self._viol = np.append(self._viol, self.objectives.violation(record.values))
-        self._archive.add(y, self._viol[k], key=k)
-
-    @property
-    def _front(self) -> list[int]:
-        """The feasible non-dominated rows (none while no result is feasible)."""
-        return self._archive.feasible_keys()
-
-    def _normalised(self, how: str = "front") -> np.ndarray:
-        """Rows scaled by the range of the current front (all rows where it has no range)."""
-        base = self._y[self._front] if how == "front" and len(self._front) > 1 else self._y
-        lo = base.min(axis=0)
-        span = base.max(axis=0) - lo
-        if how == "front":
-            full = self._y.max(axis=0) - self._y.min(axis=0)
-            span = np.where(span > 0, span, full)
-        return (self._y - lo) / np.where(span > 0, span, 1.0)
-
-    def _margins(self, which: Sequence[int]) -> np.ndarray:
-        """Exact exclusive additive-epsilon margin of rows ``which`` against every other row."""
-        y = self._normalised("observed")
-        feasible = self._viol <= 0
-        ref_idx = np.flatnonzero(feasible)
-        which = np.asarray(list(which), dtype=int)
-        # gap[j, a] = max_k (y_a,k - y_j,k); a point is never compared with itself.
-        gap = np.max(y[ref_idx][None, :, :] - y[which][:, None, :], axis=2)
-        gap[ref_idx[None, :] == which[:, None]] = np.inf
-        m = gap.min(axis=1) if len(ref_idx) else np.full(len(which), np.inf)
-        out = np.where(np.isfinite(m), m, 1.0)
-        bad = ~feasible[which]
-        out[bad] = -1.0 - self._viol[which][bad]
-        return out
-
-    def _local_scores(self) -> np.ndarray:
-        """How promising each row is as a local-search parent under the engine's reward."""
-        if self.reward == "product":
-            return np.asarray(self._scalar, dtype=float)
-        scores = self._front_margins()
-        if self.local_order == "hv" and len(self._front):
-            front = np.asarray(self._front, dtype=int)
-            pts = self._normalised("front")[front]
-            contrib = hv_contributions(pts, reference_point(pts))
-            top = contrib.max()
-            scores[front] = 1.0 + (contrib / top if top > 0 else 0.0)
-        return scores
-
-    def _front_margins(self) -> np.ndarray:
-        """Margin of every row against the feasible front (cheap; exact for dominated rows)."""
-        y = self._normalised("front")
-        front = np.asarray(self._front, dtype=int)
-        if not len(front):
-            return -1.0 - self._viol
-        gap = np.max(y[front][None, :, :] - y[:, None, :], axis=2)
-        gap[np.arange(len(y))[:, None] == front[None, :]] = np.inf
-        m = gap.min(axis=1)
-        out = np.where(np.isfinite(m), m, 1.0)
-        bad = self._viol > 0
-        out[bad] = -1.0 - self._viol[bad]
-        return out
-
-    def _pareto_rewards(self, batch: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        rows = [self._point_index[tuple(b["arch"])] for b in batch]
-        return self._margins(rows)
 
     # ------------------------------------------------------------------ REINFORCE
     def _reinforce(self, batch: Sequence[Mapping[str, Any]]) -> None:
