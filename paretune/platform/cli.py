@@ -1,11 +1,14 @@
-"""The ``paretune`` command: run, resume and report experiments."""
+"""The ``paretune`` command: run, resume and report experiments, open the UI, build benchmark data.
+
+Every error a user can cause ends in one line naming what is wrong (exit code 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from paretune.platform.config import ConfigError
+from paretune.platform.config import ConfigError, check_tracking_uri_value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--tracking-uri", help="rebuild into this tracking URI instead of the configured one"
     )
+    ui = sub.add_parser("ui", help="serve the MLflow UI of an experiment directory (Ctrl-C stops)")
+    ui.add_argument("target", help="an experiment directory (runs/<name>-<date>) or a YAML config")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    data = sub.add_parser("data", help="benchmark data: build the NB201 table, list the cache")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    build = dsub.add_parser(
+        "build", help="build a benchmark table from its public sources into the cache"
+    )
+    build.add_argument("benchmark", help="the benchmark to build (nb201)")
+    build.add_argument(
+        "--sources",
+        help="a folder or http(s):// base URL holding the source files "
+        "(default: their GitHub repositories)",
+    )
+    dsub.add_parser("list", help="show the benchmark tables in the cache")
     return p
 
 
@@ -47,6 +66,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.command == "data":
+        return _data(args)
+    if args.command == "ui":
+        return _ui(args)
     from paretune.platform import launcher
 
     try:
@@ -62,25 +85,59 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sync-mlflow":
             from paretune.platform.sync import sync_mlflow
 
+            if args.tracking_uri is not None:
+                check_tracking_uri_value(args.tracking_uri, "--tracking-uri")
             s = sync_mlflow(args.experiment_dir, args.tracking_uri)
             print(
                 f"MLflow at {s.tracking_uri}: parent run {s.parent_run_id}; {s.created} trial runs created, "
                 f"{s.completed} completed, {s.already_complete} already complete"
             )
-        elif args.command == "ui":
-            from paretune.platform.ui import UIError, main_ui
-
-            try:
-                return main_ui(args.target, args.host, args.port)
-            except UIError as exc:
-                print(f"paretune: error: {exc}", file=sys.stderr)
-                return 2
     except ConfigError as exc:
         print(f"paretune: error: {exc}", file=sys.stderr)
         return 2
     except launcher.SearchFailed as exc:
         print(f"paretune: search failed: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"paretune: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from paretune.platform.ui import UIError, main_ui
+
+    try:
+        return main_ui(args.target, args.host, args.port)
+    except (UIError, ConfigError) as exc:
+        return _error(str(exc))
+
+
+def _data(args: argparse.Namespace) -> int:
+    from paretune.objectives import benchmark_data as bd
+
+    if args.data_command == "list":
+        cached = bd.list_cached()
+        if not cached:
+            print(
+                f"no benchmark data in {bd.data_home() / 'benchmarks'} (build it with "
+                f"`{bd.BUILD_COMMAND}`)"
+            )
+            return 0
+        for c in cached:
+            print(f"{c.name}\t{c.path}\t{c.size / 1e6:.1f} MB\tbuilt {c.built}\tfrom {c.sources}")
+        return 0
+    try:
+        path = bd.build(
+            args.benchmark,
+            args.sources,
+            progress=lambda name: print(f"reading {name}", flush=True),
+        )
+    except bd.BenchmarkDataError as exc:
+        return _error(str(exc))
+    print(f"{args.benchmark}: built {path}")
     return 0
 
 

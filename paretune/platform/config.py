@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from paretune.objectives.base import Objective, ObjectiveSet
 
@@ -49,7 +57,7 @@ class TrainEvaluatorConfig(_Strict):
 
     kind: Literal["train"] = "train"
     dataset: Literal["digits", "mnist", "cifar10"] = "digits"
-    data_path: str | None = None
+    data_path: str | None = Field(None, validate_default=True)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
@@ -72,6 +80,19 @@ class TrainEvaluatorConfig(_Strict):
     rapl_root: str = "/sys/class/powercap"
     finetune_epochs: int | None = Field(None, ge=1)
     save_weights: bool = True
+
+    @field_validator("data_path")
+    @classmethod
+    def _data_present(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Datasets read from disk are checked here, before anything starts."""
+        from paretune.objectives.data import check_data_path
+
+        dataset = info.data.get("dataset")
+        if dataset is not None:
+            problem = check_data_path(dataset, value)
+            if problem:
+                raise ValueError(problem)
+        return value
 
 
 EvaluatorConfig = Annotated[
@@ -116,6 +137,52 @@ class SearchConfig(_Strict):
             raise ValueError(f"unknown search algorithm (allowed: {', '.join(allowed)})")
         return value
 
+    @model_validator(mode="after")
+    def _known_params(self) -> SearchConfig:
+        if not self.params:
+            return self
+        allowed = algorithm_parameters(self.algorithm)
+        if allowed is None:
+            return self
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"search.params.{unknown[0]} = {self.params[unknown[0]]!r}: not a parameter of "
+                f"search.algorithm {self.algorithm!r} (allowed: {', '.join(allowed) or 'none'})"
+            )
+        return self
+
+
+# Set by paretune itself, not through search.params.
+_SET_BY_PARETUNE = {"self", "space", "objectives", "seed"}
+_OPTUNA_SET_BY_PARETUNE = {"self", "seed", "constraints_func"}
+
+
+def algorithm_parameters(algorithm: str) -> list[str] | None:
+    """The ``search.params`` an algorithm accepts (its constructor's keyword parameters), or
+    ``None`` when its constructor takes any keyword."""
+    import inspect
+
+    if algorithm in OPTUNA_ALGORITHMS:
+        import optuna
+
+        cls = optuna.samplers.NSGAIISampler if algorithm == "nsga2" else optuna.samplers.TPESampler
+        skip = _OPTUNA_SET_BY_PARETUNE
+    else:
+        from paretune.search_algos import ENGINES, engine_names
+
+        engine_names()  # registers the built-in engines
+        cls = ENGINES[algorithm]
+        skip = _SET_BY_PARETUNE
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [
+        p.name
+        for p in params
+        if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
 
 class SchedulerConfig(_Strict):
     """Optional early stopping of training trials (ASHA on accuracy)."""
@@ -158,34 +225,6 @@ class FailureConfig(_Strict):
     fail_fast: bool = False
 
 
-class FaultsConfig(_Strict):
-    """Deliberate failures, for testing how a deployment handles them (all 0: off).
-
-    Each architecture is assigned at most one fault by a hash of (seed, architecture): its trial
-    raises, reports NaN for the first objective, or allocates memory until the OOM guard stops
-    it. ``transient`` faults hit only the first attempt, so retries (failure.max_failures) succeed.
-    ``delay_s`` makes every trial take at least that long (slow workers, scheduling tests).
-    """
-
-    raise_rate: float = Field(0.0, ge=0, le=1)
-    nan_rate: float = Field(0.0, ge=0, le=1)
-    memory_rate: float = Field(0.0, ge=0, le=1)
-    transient: bool = False
-    delay_s: float = Field(0.0, ge=0)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _rates_sum(self) -> FaultsConfig:
-        total = self.raise_rate + self.nan_rate + self.memory_rate
-        if total > 1:
-            raise ValueError(f"raise_rate + nan_rate + memory_rate = {total}: must be at most 1")
-        return self
-
-    @property
-    def active(self) -> bool:
-        return self.raise_rate + self.nan_rate + self.memory_rate + self.delay_s > 0
-
-
 class ModelsConfig(_Strict):
     """MLflow models of the final Pareto front (training evaluator only)."""
 
@@ -193,16 +232,62 @@ class ModelsConfig(_Strict):
     register_name: str | None = Field(None, min_length=1)
 
 
+#: MLflow's tracking stores by URI scheme ("": a local path); a database scheme may name its
+#: driver (``postgresql+psycopg2``). Plugins may add schemes; these are MLflow's own.
+MLFLOW_SCHEMES = (
+    "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+    "databricks-uc", "uc",
+)  # fmt: skip
+MLFLOW_EXPERIMENT_MAX = 500  # mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH
+NAME_MAX = 100  # the experiment folder is <name>-<date>-<time>; file names stop at 255 bytes
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why MLflow cannot use ``uri`` as a tracking URI, or ``None``."""
+    from urllib.parse import urlparse
+
+    if not uri.strip():
+        return (
+            "empty tracking URI (allowed: a path or a URI with scheme "
+            + ", ".join(MLFLOW_SCHEMES)
+            + ")"
+        )
+    if uri in ("databricks", "databricks-uc", "uc"):
+        return None
+    scheme = urlparse(uri).scheme.lower()
+    if not scheme:
+        return None  # a local path: MLflow's file store
+    if scheme.split("+", 1)[0] not in MLFLOW_SCHEMES:
+        return f"unknown scheme {scheme!r} (allowed: {', '.join(MLFLOW_SCHEMES)}, or a path)"
+    return None
+
+
+def check_tracking_uri_value(uri: str, field: str = "mlflow.tracking_uri") -> str:
+    """``uri`` if MLflow accepts its scheme; else :class:`ConfigError` naming ``field``."""
+    problem = tracking_uri_problem(uri)
+    if problem:
+        raise ConfigError(f"{field} = {uri!r}: {problem}")
+    return uri
+
+
 class MlflowConfig(_Strict):
     """Tracking: SQLite by default, any tracking URI (e.g. ``http://host:5000``) when configured."""
 
     enabled: bool = True
     tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str | None = None
+    experiment: str | None = Field(None, min_length=1, max_length=MLFLOW_EXPERIMENT_MAX)
     # A picture of the cell in each trial run: "all" trials, the "front" only, or "none";
     # "auto": all when training (seconds per trial), the front on the table (milliseconds per
     # trial, where drawing every cell would cost more than the trials).
     cell_pictures: Literal["auto", "all", "front", "none"] = "auto"
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        problem = tracking_uri_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class PredictorConfig(_Strict):
@@ -234,7 +319,7 @@ class ScreeningConfig(_Strict):
 class ExperimentConfig(_Strict):
     """A whole experiment, as written in a ``conf/*.yaml`` file."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     evaluator: EvaluatorConfig = Field(default_factory=TrainEvaluatorConfig)
@@ -249,14 +334,15 @@ class ExperimentConfig(_Strict):
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
-    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
         names = [o.name for o in self.objectives]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"objectives: names repeat: {dupes}")
+            raise ValueError(
+                f"objectives = {names}: {', '.join(map(repr, dupes))} repeats (each name once)"
+            )
         refs = [o.reference is not None for o in self.objectives]
         if any(refs) and not all(refs):
             raise ValueError(
@@ -271,10 +357,6 @@ class ExperimentConfig(_Strict):
         if self.models.register_name and self.evaluator.kind != "train":
             raise ValueError(
                 "models.register_name: models are logged for evaluator.kind = 'train' only"
-            )
-        if self.faults.memory_rate > 0 and self.resources.memory_mb is None:
-            raise ValueError(
-                "faults.memory_rate > 0 needs resources.memory_mb (the OOM guard's limit)"
             )
         return self
 
@@ -351,7 +433,11 @@ def _lookup(data: Any, loc: Iterable[Any]) -> Any:
 
 
 def format_validation_error(error: ValidationError, data: Mapping[str, Any]) -> str:
-    """One line per problem: ``field = value: what is wrong / allowed``."""
+    """One line per problem: ``field = value: what is wrong / allowed``.
+
+    A check across fields (a model validator) names its fields itself: its message is
+    printed without the section's value.
+    """
     lines = []
     for e in error.errors():
         loc = [p for p in e["loc"] if not (isinstance(p, str) and p in ("table", "train"))]
@@ -364,8 +450,21 @@ def format_validation_error(error: ValidationError, data: Mapping[str, Any]) -> 
             lines.append(f"{where}: required field is missing")
         else:
             value = e.get("input", _lookup(data, loc))
-            lines.append(f"{where} = {value!r}: {msg}")
+            if isinstance(value, Mapping) and e["type"] == "value_error":
+                top = where.split(".")[0].split("[")[0]
+                lines.append(msg if not loc or msg.startswith(top) else f"{where}: {msg}")
+            else:
+                lines.append(f"{where} = {_short(value)}: {msg}")
     return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut in the middle when longer than ``limit`` characters."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[: limit - 20]}...{text[-8:]}{size}"
 
 
 def _allowed_keys_hint(error: ValidationError, e: Mapping[str, Any], parent: Any) -> str:
@@ -403,6 +502,13 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what and where."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], parsed YAML value)."""
     if "=" not in item:
@@ -414,7 +520,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        raise ConfigError(
+            f"override {item!r}: value is not valid YAML ({_yaml_problem(exc)})"
+        ) from None
     return key.split("."), value
 
 
@@ -458,9 +566,9 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Experim
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(
-            f"{source}: invalid config\n{format_validation_error(exc, data)}"
-        ) from None
+        lines = format_validation_error(exc, data)
+        head = f"{source}: " if "\n" not in lines else f"{source}: invalid config\n"
+        raise ConfigError(head + lines) from None
 
 
 def read_config_data(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -469,9 +577,16 @@ def read_config_data(path: str | os.PathLike, overrides: Iterable[str] = ()) -> 
     if not p.is_file():
         raise ConfigError(f"config file not found: {str(p)!r}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the config as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{p}: not valid YAML ({_yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     return apply_overrides(data, overrides)

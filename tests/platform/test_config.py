@@ -102,7 +102,9 @@ def test_missing_file_is_reported(tmp_path):
 
 def test_wrong_table_path_names_the_field():
     cfg = config_from_dict(minimal(evaluator={"kind": "table", "path": "/no/such/nb201"}))
-    with pytest.raises(ConfigError, match=r"evaluator.path = '/no/such/nb201'.*not found"):
+    with pytest.raises(
+        ConfigError, match=r"evaluator.path = '/no/such/nb201': no NAS-Bench-201 table at"
+    ):
         prepare(cfg)
 
 
@@ -144,3 +146,143 @@ def test_cli_takes_overrides_before_and_after_options(capsys):
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["report", "dir", "x=1"])
+
+
+# ---------------------------------------------------------------------- bad input, as typed
+QUICKSTART = str(CONF / "quickstart.yaml")
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """``paretune ARGS`` through the entry point's main; (exit code, stderr)."""
+    from paretune.platform import cli
+
+    code = cli.main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+def assert_one_line(code: int, err: str, *parts: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 0, err
+    assert "Traceback" not in err
+    for part in parts:
+        assert part in err, err
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\nobjectives: []\n".encode("latin-1"))
+    code, err = run_cli(["run", str(path)], capsys)
+    assert_one_line(code, err, str(path), "not UTF-8 text (byte 0xe9 at offset 9)")
+
+
+def test_a_cross_field_check_names_fields_not_the_whole_config(capsys):
+    code, err = run_cli(["run", QUICKSTART, "objectives.1.name=accuracy"], capsys)
+    assert_one_line(code, err, "objectives = ['accuracy', 'accuracy',", "'accuracy' repeats")
+    assert "'seed'" not in err and "'evaluator'" not in err  # not the config dict
+
+
+def test_a_file_that_is_not_the_table_is_named(capsys):
+    code, err = run_cli(
+        ["run", str(CONF / "nb201_tabular.yaml"), f"evaluator.path={QUICKSTART}"], capsys
+    )
+    assert_one_line(code, err, f"{QUICKSTART}: not the NAS-Bench-201 table")
+
+
+def test_no_table_anywhere_names_the_three_places_and_the_build_command(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("PARETUNE_DATA", str(tmp_path))
+    monkeypatch.delenv("PARETUNE_NB201", raising=False)
+    code, err = run_cli(["run", str(CONF / "nb201_tabular.yaml")], capsys)
+    assert_one_line(
+        code, err, "evaluator.path", "PARETUNE_NB201", str(tmp_path), "paretune data build nb201"
+    )
+
+
+def test_cifar10_without_its_data_is_refused_before_anything_starts(tmp_path, capsys):
+    code, err = run_cli(["run", QUICKSTART, "evaluator.dataset=cifar10"], capsys)
+    assert_one_line(code, err, "evaluator.data_path = None:", "needs the folder")
+    code, err = run_cli(
+        ["run", QUICKSTART, "evaluator.dataset=cifar10", f"evaluator.data_path={tmp_path}"], capsys
+    )
+    assert_one_line(code, err, f"evaluator.data_path = '{tmp_path}'", "missing ['data_batch_1'")
+
+
+def test_a_too_long_experiment_name_is_refused_in_the_config(capsys):
+    name = "a" * 300
+    code, err = run_cli(["run", QUICKSTART, f"name={name}"], capsys)
+    assert_one_line(code, err, "name = 'aaaa", "(300 characters)", "at most 100 characters")
+    assert name not in err  # the value is shortened, not printed whole
+
+
+@pytest.mark.parametrize(
+    "uri", ["foo://bar", "s3://bucket/mlflow", "postgres://u@h/db", ""], ids=repr
+)
+def test_a_tracking_uri_mlflow_cannot_use_is_refused(uri, capsys):
+    code, err = run_cli(["run", QUICKSTART, f"mlflow.tracking_uri={uri}"], capsys)
+    assert_one_line(code, err, "mlflow.tracking_uri = ")
+    if uri:
+        assert_one_line(code, err, "unknown scheme", "allowed: file, sqlite, postgresql")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:///x.db",
+        "postgresql+psycopg2://u@h/db",
+        "mysql://h/db",
+        "http://h:5000",
+        "https://h",
+        "databricks",
+        "file:///tmp/m",
+        "./mlruns",
+    ],
+)
+def test_tracking_uris_mlflow_accepts_pass(uri):
+    cfg = config_from_dict(minimal(mlflow={"tracking_uri": uri}))
+    assert cfg.mlflow.tracking_uri == uri
+
+
+def test_sync_mlflow_checks_its_tracking_uri_first(tmp_path, capsys):
+    code, err = run_cli(["sync-mlflow", str(tmp_path), "--tracking-uri", "foo://bar"], capsys)
+    assert_one_line(code, err, "--tracking-uri = 'foo://bar': unknown scheme 'foo'")
+
+
+def test_a_too_long_mlflow_experiment_is_blamed_on_itself(capsys):
+    code, err = run_cli(["run", QUICKSTART, f"mlflow.experiment={'e' * 600}"], capsys)
+    assert_one_line(code, err, "mlflow.experiment = 'eee", "at most 500 characters")
+    assert "tracking_uri" not in err
+
+
+def test_unknown_search_params_list_what_the_engine_accepts(capsys):
+    code, err = run_cli(["run", QUICKSTART, "search.params.bogus=1"], capsys)
+    assert_one_line(
+        code,
+        err,
+        "search.params.bogus = 1: not a parameter of search.algorithm 'regularized_evolution'",
+        "(allowed: population_size, sample_size)",
+    )
+
+
+def test_unknown_optuna_params_list_the_samplers_parameters(capsys):
+    code, err = run_cli(
+        ["run", QUICKSTART, "search.algorithm=tpe", "search.params.bogus=1"], capsys
+    )
+    assert_one_line(code, err, "search.params.bogus = 1", "'tpe'", "n_startup_trials")
+    assert "seed" not in err.split("allowed:")[1]  # paretune sets the seed
+
+
+def test_known_search_params_pass():
+    from paretune.platform.config import algorithm_parameters
+    from paretune.search_algos import ENGINES, engine_names
+
+    for name in engine_names():
+        allowed = algorithm_parameters(name)
+        assert allowed is None or not {"space", "objectives", "seed", "self"} & set(allowed)
+        if allowed:
+            cfg = config_from_dict(
+                minimal(search={"algorithm": name, "params": {allowed[0]: None}})
+            )
+            assert cfg.search.params == {allowed[0]: None}
+    assert "population_size" in algorithm_parameters("nsga2")
+    assert ENGINES  # the registry the check inspects
