@@ -26,6 +26,7 @@ from typing import TextIO
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 FRONT_FILTER = "tags.pareto = 'front'"
+UI_LOG = "mlflow-ui.log"  # the server's output, in the experiment directory
 
 
 class UIError(RuntimeError):
@@ -163,7 +164,8 @@ def start_ui(
         port: the port; ``None`` picks a free one.
         experiment_id: the experiment's id, when known (skips the look-up).
         timeout: seconds to wait for the server to answer.
-        log_file: where the server's output goes (default: a temporary file).
+        log_file: where the server's output goes; by default a temporary file, removed once
+            the server answers (or failed to, after its tail was quoted in the error).
         wait: wait until the server answers; with ``False`` return at once (call
             :func:`wait_until_up` before using it).
 
@@ -192,11 +194,13 @@ def start_ui(
             raise UIError(f"port {port} on {host} is already in use (pass another port)")
     if db is not None:
         tracking_uri = f"sqlite:///{db.resolve()}"
-    log = (
-        Path(log_file)
-        if log_file
-        else Path(tempfile.mkstemp(prefix="paretune-ui-", suffix=".log")[1])
-    )
+    temporary = not log_file
+    if log_file:
+        log = Path(log_file)
+    else:
+        fd, name = tempfile.mkstemp(prefix="paretune-ui-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
     cmd = [
         str(Path(sys.executable).with_name("mlflow")),
         "server",
@@ -223,12 +227,16 @@ def start_ui(
             start_new_session=True,  # its own process group: stop_ui ends the workers too
         )
     base = f"http://{host}:{port}"
-    if wait:
-        try:
-            wait_until_up(base, process, timeout, log)
-        except BaseException:
-            stop_ui(process)
-            raise
+    try:
+        if wait:
+            try:
+                wait_until_up(base, process, timeout, log)
+            except BaseException:
+                stop_ui(process)
+                raise
+    finally:
+        if temporary:  # the server keeps writing to its open file; nothing is left behind
+            log.unlink(missing_ok=True)
     return process, experiment_url(base, experiment_id) if experiment_id else base + "/"
 
 
@@ -326,7 +334,9 @@ def main_ui(
 ) -> int:
     """``paretune ui TARGET``: start the UI, print the experiment's URLs, serve until Ctrl-C.
 
-    Prints the experiment's runs page and its Pareto-front page (filter ``tags.pareto =
+    The server's output goes to ``mlflow-ui.log`` in the experiment directory (a config file
+    target: a temporary file, removed once the server is up). Prints the experiment's runs
+    page and its Pareto-front page (filter ``tags.pareto =
     'front'``, best first on the first objective).
 
     Returns:
@@ -334,12 +344,19 @@ def main_ui(
     """
     stream = stream or sys.stdout
     t = resolve_target(target)
+    folder = Path(target).expanduser()
+    log_file = folder / UI_LOG if folder.is_dir() else None
     # SIGTERM ends the server too (start_ui stops it when interrupted while waiting for it).
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     process = None
     try:
         process, url = start_ui(
-            t.tracking_uri, t.experiment_name, host, port, experiment_id=t.experiment_id
+            t.tracking_uri,
+            t.experiment_name,
+            host,
+            port,
+            experiment_id=t.experiment_id,
+            log_file=log_file,
         )
         base, _, rest = url.partition("/#/experiments/")
         front = front_url(base, rest.split("/", 1)[0], t.first_objective)

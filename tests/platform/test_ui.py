@@ -113,6 +113,32 @@ class Output:
         raise AssertionError(f"no {pattern!r} from `paretune ui` in {timeout} s: {self.lines}")
 
 
+def test_paretune_ui_errors_end_in_one_line(tmp_path):
+    done = subprocess.run(
+        [str(PARETUNE), "ui", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "not a paretune experiment directory" in done.stderr
+
+
+def test_start_ui_leaves_no_temporary_log(experiment, tmp_path, monkeypatch):
+    """Without a log file the server's output goes to a temporary file removed at once."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    exp_dir, _ = experiment
+    uri = f"sqlite:///{exp_dir.parent.parent / 'mlflow.db'}"
+    process, url = start_ui(uri, "ui-test")
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert [p for p in tmp_path.iterdir() if p.name.startswith("paretune-ui-")] == []
+    finally:
+        from paretune.platform.ui import stop_ui
+
+        stop_ui(process)
+
+
 def test_resolve_target_finds_the_store_from_anywhere(experiment, tmp_path, monkeypatch):
     exp_dir, exp_id = experiment
     monkeypatch.chdir(tmp_path)  # not the directory the search ran in
@@ -152,16 +178,20 @@ def test_start_ui_refuses_a_missing_store_and_a_taken_port(experiment, tmp_path)
             start_ui(uri, "ui-test", port=port)
 
 
+PARETUNE = Path(sys.executable).with_name("paretune")  # the entry point a user types
+
+
 def test_paretune_ui_serves_the_experiment_until_interrupted(experiment, tmp_path):
     exp_dir, exp_id = experiment
-    code = "import sys; from paretune.platform.ui import main_ui; sys.exit(main_ui(sys.argv[1]))"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(exp_dir)],
+        [str(PARETUNE), "ui", str(exp_dir)],
         cwd=tmp_path,  # not the directory the search ran in
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmpdir)},
     )
     out = Output(proc)
     try:
@@ -186,6 +216,9 @@ def test_paretune_ui_serves_the_experiment_until_interrupted(experiment, tmp_pat
         assert proc.wait(timeout=30) == 0
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, "the server outlived `paretune ui`"
+        # The server's log is in the experiment folder, nothing is left in the temp folder.
+        assert (exp_dir / "mlflow-ui.log").is_file()
+        assert list(tmpdir.iterdir()) == []
     finally:
         if proc.poll() is None:
             proc.terminate()
