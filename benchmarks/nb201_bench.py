@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from paretune.objectives.base import ObjectiveSet
+from paretune.search_algos import pareto
 from paretune.search_algos.pareto import hypervolume
 from paretune.spaces.base import Arch
 from paretune.spaces.nb201 import NB201Space
@@ -91,12 +92,11 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 def reference_point(front: np.ndarray, margin: float = REFERENCE_MARGIN) -> np.ndarray:
     """The front's nadir plus ``margin`` times the front's range per objective.
 
-    An objective with no range on the front gets ``margin`` (normalised units) instead.
+    The Pareto module's rule (:func:`paretune.search_algos.pareto.reference_point`): an
+    objective with no range gets ``margin`` times ``max(|nadir|, 1)``, i.e. ``margin`` on these
+    objectives, min-max normalised to [0, 1].
     """
-    f = np.asarray(front, dtype=float)
-    ideal, nadir = f.min(axis=0), f.max(axis=0)
-    span = nadir - ideal
-    return nadir + margin * np.where(span > 0, span, 1.0)
+    return pareto.reference_point(front, margin)
 
 
 def hypervolume_gap(found: np.ndarray, front: np.ndarray, reference: np.ndarray) -> float:
