@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from ray import cloudpickle
+from ray._common.utils import binary_to_hex
+from ray.tune.utils.serialization import TuneFunctionDecoder
 
-from paretune.platform.config import config_from_dict
-from paretune.platform.launcher import report, run
+from paretune.platform.cluster import check_tracking_uri
+from paretune.platform.config import ConfigError, config_from_dict
+from paretune.platform.experiment import CONFIG_FILE, write_state
+from paretune.platform.journal import JOURNAL_FILE, JournalCallback, TrialJournal
+from paretune.platform.launcher import report, resume, run
+from paretune.platform.parent_run import open_parent_run, redact_uri, redacted_params, redacted_yaml
+from paretune.platform.sync import sync_mlflow
 
 
 def tabular_config(nb201_path, mlflow_uri, tmp_path, **search) -> dict:
@@ -166,3 +177,144 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert "objectives[0].direction = 'upward'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------- trust and records
+class _TouchOnUnpickle:
+    """Unpickling this creates ``path``: what a crafted experiment state could run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def _handed_over_folder(tmp_path, nb201_path, mlflow_uri, marker: Path) -> Path:
+    """An experiment folder as someone could hand it over: paretune's own files (a journal of
+    two finished trials) and a Ray experiment state that says they are RUNNING and carries a
+    pickled payload (Ray's cloudpickle fallback)."""
+    data = tabular_config(nb201_path, mlflow_uri, tmp_path, num_samples=2)
+    folder = tmp_path / "handed-over"
+    folder.mkdir()
+    (folder / CONFIG_FILE).write_text(config_from_dict(data).to_yaml())
+    write_state(folder, {"run_name": "handed-over", "storage": str(tmp_path)})
+    journal = TrialJournal(folder / JOURNAL_FILE)
+    for n, arch in enumerate(ARCHS, start=1):
+        result = {"accuracy": 90.0 + n, "latency": 5.0 - n, "energy": 1.0, "trial_id": f"t_{n}"}
+        journal.append(f"t_{n}", "ok", result, None, {"arch": arch}, number=n)
+    payload = {
+        "_type": "CLOUDPICKLE_FALLBACK",
+        "value": binary_to_hex(cloudpickle.dumps(_TouchOnUnpickle(str(marker)))),
+    }
+    trial = json.dumps({"status": "RUNNING", "trial_id": "t_1", "config": payload})
+    state = {"trial_data": [[trial, trial]], "runner_data": {"payload": payload}}
+    (folder / "experiment_state-2026-12-04_00-00-00.json").write_text(json.dumps(state))
+    (folder / "searcher-state-2026-12-04_00-00-00.pkl").write_bytes(
+        cloudpickle.dumps(_TouchOnUnpickle(str(marker)))
+    )
+    return folder
+
+
+ARCHS = [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    "|none~0|+|skip_connect~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+]
+
+
+def test_report_and_sync_read_only_paretunes_own_files(nb201_path, mlflow_uri, tmp_path):
+    marker = tmp_path / "payload-ran"
+    folder = _handed_over_folder(tmp_path, nb201_path, mlflow_uri, marker)
+
+    rep = report(folder)  # the journal is the record: both trials finished, with their values
+    assert [(r.trial_id, r.ok, r.values["accuracy"]) for r in rep.rows] == [
+        ("t_1", True, 91.0),
+        ("t_2", True, 92.0),
+    ]
+    summary = sync_mlflow(folder)
+    assert summary.created == 2
+    assert not marker.exists()  # nothing of Ray's state was unpickled
+
+    # The crafted state does run its payload where Ray's restore reads it (Ray decodes its own
+    # state with cloudpickle allowed): the test is real.
+    trial_json = json.loads((folder / "experiment_state-2026-12-04_00-00-00.json").read_text())
+    TuneFunctionDecoder(allow_cloudpickle=True).decode(trial_json["trial_data"][0][0])
+    assert marker.exists()
+
+
+def test_resume_before_rays_first_snapshot_ends_the_parent_run(nb201_path, mlflow_uri, tmp_path):
+    folder = _handed_over_folder(tmp_path, nb201_path, mlflow_uri, tmp_path / "unused")
+    for path in folder.glob("*state-*"):
+        path.unlink()  # the driver died before Ray saved anything
+    config = config_from_dict(tabular_config(nb201_path, mlflow_uri, tmp_path))
+    exp_id, parent_id = open_parent_run(config, "handed-over", folder)
+    write_state(
+        folder,
+        {
+            "run_name": "handed-over",
+            "storage": str(tmp_path),
+            "mlflow_experiment_id": exp_id,
+            "parent_run_id": parent_id,
+        },
+    )
+    with pytest.raises(ConfigError, match="before Ray saved any state.*paretune run"):
+        resume(folder, verbose=0)
+    assert MlflowClient(mlflow_uri).get_run(parent_id).info.status == "KILLED"
+
+
+def test_a_damaged_searcher_state_stops_resume_with_one_line(
+    ray_session, nb201_path, mlflow_uri, tmp_path
+):
+    result = run(
+        config_from_dict(tabular_config(nb201_path, mlflow_uri, tmp_path, num_samples=4)), verbose=0
+    )
+    (state_file,) = result.experiment_dir.glob("searcher-state-*.pkl")
+    state_file.write_text('{"format": "paretune-searcher/1", "engine": ')  # torn
+    with pytest.raises(ConfigError) as caught:
+        resume(result.experiment_dir, verbose=0)
+    message = str(caught.value)
+    assert str(state_file) in message and "delete that file" in message
+    assert "\n" not in message
+
+
+def test_a_replayed_trial_gets_no_second_journal_line(tmp_path):
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id, self.config = trial_id, {"arch": ARCHS[0]}
+            self.last_result = {"accuracy": 1.0}
+
+    path = tmp_path / JOURNAL_FILE
+    JournalCallback(path).on_trial_complete(0, [], Trial("a_00000"))
+    # The callback Ray restores with the tuner (pickled), in a new driver: replays "a".
+    restored = pickle.loads(pickle.dumps(JournalCallback(path, first_number=0)))
+    restored.on_trial_complete(0, [], Trial("a_00000"))
+    restored.on_trial_complete(0, [], Trial("a_00001"))
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["trial_id"] for line in lines] == ["a_00000", "a_00001"]
+    assert [json.loads(line)["number"] for line in lines] == [1, 2]
+
+
+def test_an_unreadable_journal_line_is_reported(tmp_path, caplog):
+    path = tmp_path / JOURNAL_FILE
+    journal = TrialJournal(path)
+    journal.append("a", "ok", {"accuracy": 1.0}, None, {})
+    with open(path, "a") as f:
+        f.write('{"trial_id": "b", "stat\n')
+    journal.append("c", "ok", {"accuracy": 2.0}, None, {})
+    assert set(journal.load()) == {"a", "c"}
+    assert f"{path} line 2: cannot be read" in caplog.text
+
+
+def test_credentials_of_the_tracking_uri_are_redacted(nb201_path, tmp_path):
+    uri = "postgresql://alice:s3cret@db.example:5432/mlflow"
+    assert redact_uri(uri) == "postgresql://alice:***@db.example:5432/mlflow"
+    assert redact_uri("sqlite:///x.db") == "sqlite:///x.db"
+    data = tabular_config(nb201_path, uri, tmp_path)
+    config = config_from_dict(data)
+    assert "s3cret" not in json.dumps(redacted_params(config))
+    assert "s3cret" not in redacted_yaml(config)
+    assert config.mlflow.tracking_uri == uri  # the experiment's own config keeps it
+    server = config_from_dict({**data, "mlflow": {"tracking_uri": "http://bob:pw@127.0.0.1:9"}})
+    with pytest.raises(ConfigError) as caught:
+        check_tracking_uri(server)
+    assert "pw@" not in str(caught.value) and "bob:***@127.0.0.1:9" in str(caught.value)
