@@ -239,3 +239,19 @@ def test_event_log_that_diverges_is_cut_where_it_diverges(tmp_path):
     restored.restore_from_dir(str(tmp_path))
     assert len(restored.engine.history) == 3
     assert len(events.read_text().splitlines()) == 6  # the snapshot's own events only
+
+
+def test_an_unreadable_event_log_line_is_reported(tmp_path, caplog):
+    space = NB201Space()
+    events = tmp_path / "events.jsonl"
+    original = ParetoSearcher(make_engine("random", space, OBJECTIVES, seed=1), 30, events)
+    drive(original, 2)
+    original.save_to_dir(str(tmp_path), "snap")
+    drive(original, 2, start=2)
+    lines = events.read_text().splitlines()
+    lines[5] = lines[5][:10]  # a torn line after the snapshot's four events
+    events.write_text("\n".join(lines) + "\n")
+    restored = ParetoSearcher(make_engine("random", space, OBJECTIVES, seed=1), 30, events)
+    restored.restore_from_dir(str(tmp_path))
+    assert f"{events} line 6: cannot be read" in caplog.text
+    assert len(restored.engine.history) == 2  # the events before it are replayed
