@@ -311,6 +311,12 @@ def _call(call: Call, conv, what: str) -> Any:
         raw = conv(raw)
         raw = raw.encode("latin-1") if isinstance(raw, str) else bytes(raw)  # Python 2 str
         return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    if name in (f"{m}.scalar" for m in _NUMPY_MODULES):  # a numpy scalar: (dtype, raw bytes)
+        dtype, raw = (conv(a) for a in call.args)
+        if not isinstance(dtype, np.dtype) or dtype == np.dtype(object):
+            raise PickleDataError(f"{what}: numpy scalar of dtype {dtype!r}")
+        raw = raw.encode("latin-1") if isinstance(raw, str) else bytes(raw)
+        return np.frombuffer(raw, dtype=dtype)[0].item()
     if name in _FROMBUFFER:
         buf, dtype, shape, order = (conv(a) for a in call.args)
         if not isinstance(dtype, np.dtype) or dtype == np.dtype(object):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from paretune.objectives import safe_pickle
 from paretune.objectives.base import Evaluation, MetricInfo, ReportFn
 from paretune.objectives.nb201_table import (
     DATASETS,
@@ -255,7 +255,9 @@ class TableEvaluator:
         Exact: every architecture is looked up. Limits on metrics the table lacks are skipped.
         """
         limited = [
-            (i, o) for i, o in enumerate(objectives) if o.limit is not None and o.name in self._metrics
+            (i, o)
+            for i, o in enumerate(objectives)
+            if o.limit is not None and o.name in self._metrics
         ]
         if not limited:
             return
@@ -297,8 +299,9 @@ def load_hw_nas_bench_pickle(path: str | os.PathLike, dataset: str) -> pd.DataFr
     The pickle holds ``d["nasbench201"][dataset][metric][index]`` with metrics such as
     ``edgegpu_latency``, ``edgegpu_energy``, ``raspi4_latency``, ``edgetpu_latency``,
     ``pixel3_latency``, ``eyeriss_latency``, ``eyeriss_energy``, ``fpga_latency`` and
-    ``fpga_energy``; non-numeric entries (``config``) are skipped. Unpickling runs code: only
-    load files you trust.
+    ``fpga_energy``; non-numeric entries (``config``) are skipped. The file is never unpickled
+    (:mod:`paretune.objectives.safe_pickle` reads it as data), so a crafted pickle cannot run
+    code: anything but plain data and numpy values is refused.
 
     Args:
         path: the pickle file.
@@ -310,8 +313,11 @@ def load_hw_nas_bench_pickle(path: str | os.PathLike, dataset: str) -> pd.DataFr
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"HW-NAS-Bench pickle not found: {str(p)!r}")
-    with p.open("rb") as f:
-        d = pickle.load(f)
+    try:
+        d = safe_pickle.to_data(safe_pickle.parse(p.read_bytes(), str(p)), str(p))
+    except safe_pickle.PickleDataError as exc:
+        reason = str(exc).removeprefix(f"{p}: ")
+        raise ValueError(f"{str(p)!r}: not an HW-NAS-Bench pickle ({reason})") from None
     if not isinstance(d, Mapping) or "nasbench201" not in d:
         keys = sorted(d) if isinstance(d, Mapping) else type(d).__name__
         raise ValueError(

@@ -192,3 +192,29 @@ def test_hw_nas_bench_pickle(tmp_path):
         load_hw_nas_bench_pickle(path, "imagenet")
     with pytest.raises(FileNotFoundError, match="missing.pickle"):
         load_hw_nas_bench_pickle(tmp_path / "missing.pickle", "cifar10")
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_hw_nas_bench_pickle_is_read_as_data_never_unpickled(tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "crafted.pickle"
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"x": _Payload(str(marker))}}}))
+    with pytest.raises(
+        ValueError, match=r"crafted.pickle': not an HW-NAS-Bench pickle \(holds a .*open object"
+    ):
+        load_hw_nas_bench_pickle(path, "cifar10")
+    assert not marker.exists()
+    # numpy values (as the real file may hold) are data and are read.
+    import numpy as np
+
+    values = {"lat": [np.float64(1.5), np.float32(2.5)], "arr": np.arange(2.0)}
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": values}}))
+    df = load_hw_nas_bench_pickle(path, "cifar10")
+    assert df["lat"].tolist() == [1.5, 2.5] and df["arr"].tolist() == [0.0, 1.0]
