@@ -12,7 +12,7 @@ from typing import Any
 import ray
 
 from paretune.platform.config import ConfigError, ExperimentConfig
-from paretune.platform.parent_run import redact_uri
+from paretune.platform.redact import redact_text, redact_uri
 
 # The environment defaults a search sets in the driver (a variable the user set is kept).
 ENVIRONMENT_DEFAULTS = {
@@ -75,7 +75,8 @@ def check_tracking_uri(config: ExperimentConfig, timeout: float = 5.0) -> None:
             resp.read()
     except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"mlflow.tracking_uri = {redact_uri(uri)!r}: the tracking server does not answer ({exc})"
+            f"mlflow.tracking_uri = {redact_uri(uri)!r}: the tracking server does not answer "
+            f"({redact_text(str(exc), uri)})"
         ) from None
 
 

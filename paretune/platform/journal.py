@@ -21,6 +21,7 @@ from typing import Any
 from ray.tune import Callback
 
 from paretune.platform.report import trial_number
+from paretune.platform.tracking import error_text
 
 JOURNAL_FILE = "paretune-trials.jsonl"
 
@@ -154,6 +155,4 @@ class JournalCallback(Callback):
         self._append(trial, "ok", None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from paretune.platform.tracking import error_text
-
         self._append(trial, "failed", error_text(trial))

@@ -43,10 +43,10 @@ from paretune.platform.parent_run import (
     finish_parent_run,
     open_parent_run,
     picture_rows,
-    redact_uri,
     reopen_parent_run,
 )
 from paretune.platform.prepare import Prepared, make_searcher, prepare
+from paretune.platform.redact import redact_uri
 from paretune.platform.report import SearchReport
 from paretune.platform.results import (
     SearchFailed,

@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
@@ -23,24 +22,11 @@ from paretune.platform import artifacts
 from paretune.platform.config import ConfigError, ExperimentConfig
 from paretune.platform.experiment import segment_dirs, trial_dirs
 from paretune.platform.mlflow_writer import sqlite_fast_commits
+from paretune.platform.redact import redact_text, redact_uri
 from paretune.platform.report import SearchReport
 from paretune.platform.tracking import existing_trial_runs
 
 logger = logging.getLogger(__name__)
-
-REDACTED = "***"
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with the password of its user-info (``user:password@``) replaced by ``***``."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{REDACTED}@{host}"))
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -114,7 +100,7 @@ def open_parent_run(
     except Exception as exc:  # noqa: BLE001 - any store/transport error means "unreachable"
         raise ConfigError(
             f"mlflow.tracking_uri = {redact_uri(config.mlflow.tracking_uri)!r}: "
-            f"cannot reach the tracking store ({exc})"
+            f"cannot reach the tracking store ({redact_text(str(exc), config.mlflow.tracking_uri)})"
         ) from None
     enable_sqlite_wal(config.mlflow.tracking_uri)
     tags = {

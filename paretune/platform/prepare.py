@@ -20,6 +20,7 @@ from paretune.objectives.predictor import (
     resolve_predictor_settings,
 )
 from paretune.platform.config import OPTUNA_ALGORITHMS, ConfigError, ExperimentConfig
+from paretune.platform.searcher import ParetoSearcher, make_optuna_searcher
 from paretune.search_algos import ENGINES, engine_names, make_engine
 from paretune.search_algos.screening import screen_engine
 from paretune.spaces import SearchSpace, make_space
@@ -119,8 +120,6 @@ def _accepts(algorithm: str, parameter: str) -> bool:
 
 def make_searcher(prepared: Prepared) -> Any:
     """The Ray Tune searcher for ``search.algorithm`` (a paretune engine or an Optuna sampler)."""
-    from paretune.platform.searcher import ParetoSearcher, make_optuna_searcher
-
     cfg = prepared.config
     algorithm = cfg.search.algorithm
     params = dict(cfg.search.params)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.pareto import constrained_front_indices, hypervolume, reference_point
@@ -259,7 +261,6 @@ def plot_front(report: SearchReport, path: Path) -> None:
 
     Limits are drawn as dotted lines; infeasible trials are marked with a cross.
     """
-    from matplotlib.figure import Figure
 
     objs = report.objectives.objectives
     pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))] or [(0, 0)]
@@ -318,8 +319,6 @@ def plot_parallel(report: SearchReport, path: Path) -> None:
     Each axis is scaled to the range of the successful trials and labelled with its extremes;
     dominated trials are thin grey lines, front trials coloured by the first objective.
     """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
 
     objs = report.objectives.objectives
     ok = [r for r in report.rows if r.ok]
@@ -370,7 +369,6 @@ def plot_parallel(report: SearchReport, path: Path) -> None:
 
 def plot_hypervolume(report: SearchReport, path: Path) -> None:
     """The hypervolume of the feasible trials seen so far, after each trial."""
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 3.6), dpi=90)
     ax = fig.add_subplot()
@@ -499,8 +497,6 @@ def plot_origins(report: SearchReport, path: Path) -> None:
     are large dots in their origin's colour with a black edge, so the plot shows which search
     contributed which part of the front.
     """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
 
     objs = report.objectives.objectives
     pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))] or [(0, 0)]

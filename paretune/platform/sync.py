@@ -23,8 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from paretune.platform.experiment import load_experiment, segment_dirs, write_state
 from paretune.platform.journal import JOURNAL_FILE, TrialJournal, read_jsonl
-from paretune.platform.parent_run import finish_parent_run, open_parent_run, redact_uri
+from paretune.platform.parent_run import finish_parent_run, open_parent_run
 from paretune.platform.prepare import Prepared, prepare
+from paretune.platform.redact import redact_uri
 from paretune.platform.results import search_report
 from paretune.platform.tracking import (
     MAX_TAG_LENGTH,

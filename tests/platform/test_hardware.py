@@ -66,7 +66,9 @@ def test_latency_limit_is_respected_and_screening_saves_trials(
         assert len(rows) == 20 and all(r.ok for r in rows)
         infeasible[name] = sum(r.values["latency"] > limit for r in rows)
         assert infeasible[name] < 20  # seeded: some trial is feasible, and then
-        assert all(r.values["latency"] <= limit for r in result.report.front)  # holds only feasible ones
+        assert all(
+            r.values["latency"] <= limit for r in result.report.front
+        )  # holds only feasible ones
         # every trial also carries the predictor's estimate, tagged as predicted
         assert {r.extras.get("source/predicted_latency") for r in rows} == {"predicted"}
     assert infeasible["screened"] < infeasible["plain"], infeasible

@@ -20,7 +20,8 @@ from paretune.platform.config import ConfigError, config_from_dict
 from paretune.platform.experiment import CONFIG_FILE, write_state
 from paretune.platform.journal import JOURNAL_FILE, JournalCallback, TrialJournal
 from paretune.platform.launcher import report, resume, run
-from paretune.platform.parent_run import open_parent_run, redact_uri, redacted_params, redacted_yaml
+from paretune.platform.parent_run import open_parent_run, redacted_params, redacted_yaml
+from paretune.platform.redact import redact_uri
 from paretune.platform.sync import sync_mlflow
 
 
