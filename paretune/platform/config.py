@@ -84,11 +84,12 @@ class TrainEvaluatorConfig(_Strict):
     @field_validator("data_path")
     @classmethod
     def _data_present(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """Datasets read from disk are checked here, before anything starts."""
+        """Datasets read from disk are checked here, before anything starts (not when the
+        config is read only to look at a finished experiment: context ``check_data=False``)."""
         from paretune.objectives.data import check_data_path
 
         dataset = info.data.get("dataset")
-        if dataset is not None:
+        if dataset is not None and (info.context or {}).get("check_data", True):
             problem = check_data_path(dataset, value)
             if problem:
                 raise ValueError(problem)
@@ -557,14 +558,19 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a dict; raises :class:`ConfigError` with one line per problem."""
+def config_from_dict(
+    data: Mapping[str, Any], source: str = "config", *, check_data: bool = True
+) -> ExperimentConfig:
+    """Validate a dict; raises :class:`ConfigError` with one line per problem.
+
+    ``check_data``: check that a dataset read from disk (``evaluator.data_path``) is there.
+    """
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(data).__name__}"
         )
     try:
-        return ExperimentConfig.model_validate(dict(data))
+        return ExperimentConfig.model_validate(dict(data), context={"check_data": check_data})
     except ValidationError as exc:
         lines = format_validation_error(exc, data)
         head = f"{source}: " if "\n" not in lines else f"{source}: invalid config\n"
@@ -592,6 +598,17 @@ def read_config_data(path: str | os.PathLike, overrides: Iterable[str] = ()) -> 
     return apply_overrides(data, overrides)
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Read and validate a YAML experiment, applying ``key=value`` overrides."""
-    return config_from_dict(read_config_data(path, overrides), source=str(path))
+def load_config(
+    path: str | os.PathLike, overrides: Iterable[str] = (), *, check_data: bool | None = None
+) -> ExperimentConfig:
+    """Read and validate a YAML experiment, applying ``key=value`` overrides.
+
+    ``check_data``: check ``evaluator.data_path`` (see :func:`config_from_dict`); ``None``:
+    check unless ``path`` is the saved config of an experiment directory (beside its
+    ``paretune.json``), which ``report``, ``sync-mlflow`` and ``ui`` read without the data.
+    """
+    if check_data is None:
+        check_data = not (Path(path).parent / "paretune.json").is_file()
+    return config_from_dict(
+        read_config_data(path, overrides), source=str(path), check_data=check_data
+    )

@@ -286,3 +286,17 @@ def test_known_search_params_pass():
             assert cfg.search.params == {allowed[0]: None}
     assert "population_size" in algorithm_parameters("nsga2")
     assert ENGINES  # the registry the check inspects
+
+
+def test_a_finished_experiments_config_is_read_without_its_dataset(tmp_path):
+    """report / sync-mlflow / ui read an experiment's config.yaml on a machine without the data."""
+    data = minimal(evaluator={"kind": "train", "dataset": "cifar10", "data_path": "/gone"})
+    exp = tmp_path / "runs" / "t-20260101-000000"
+    exp.mkdir(parents=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="evaluator.data_path = '/gone'"):
+        load_config(exp / "config.yaml")  # not yet an experiment: checked
+    (exp / "paretune.json").write_text("{}")
+    assert load_config(exp / "config.yaml").evaluator.data_path == "/gone"
+    with pytest.raises(ConfigError, match="evaluator.data_path = '/gone'"):
+        load_config(exp / "config.yaml", check_data=True)
