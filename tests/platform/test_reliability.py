@@ -168,7 +168,8 @@ def test_a_search_where_every_trial_fails_ends_with_a_clear_message(
         ),
         (
             {"search": {"params": {"population": 5}}},
-            r"search.params = \{'population': 5\}: not accepted by 'regularized_evolution'",
+            r"search.params.population = 5: not a parameter of search.algorithm "
+            r"'regularized_evolution' \(allowed: population_size, sample_size\)",
         ),
         ({"evaluator": {"kind": "table", "energy_device": "toaster"}}, r"toaster.*pi5_onnx"),
     ],
