@@ -125,12 +125,12 @@ def _upstream(path: str) -> str:
         return _raw(_HELP[0], _HELP[1], _HELP[2] + rest)
     repos = {
         "v-tao_nats-bench-landscape/nats_bench.csv": (
-            "v-tao/nats-bench-landscape", "7d355a6a1b7b5ccf72f5967bf669d16c18e216b8",
+            "v-tao/nats-bench-landscape", "312680307c44fd111146b2be0d0148194fbb2ca8",
             "nats_bench.csv",
         ),
         "automl_NASLib/nb201_zen.zip": (
             "automl/NASLib", "0428083bb8a5c79823da72bd471cf2aabd3a3bb7",
-            "logs/benchmark_creation/nb201_zen.zip",
+            "run/results/benchmarks/nb201_zen.zip",
         ),
         "automl_NASLib/zc_nasbench201.json": (
             "automl/NASLib", "a06ba0e9931fcfd4605ddbddb6ed068eb58e58f1",
@@ -148,7 +148,8 @@ def _upstream(path: str) -> str:
     return _raw(*repos[path])
 
 
-#: The public files the NB201 table is made from (paths as under ``--sources``).
+#: The public files the NB201 table is made from (paths as under ``--sources``). Each URL pins a
+#: commit whose git blob is exactly the file (checked against the repositories' git objects).
 NB201_SOURCES: tuple[SourceFile, ...] = tuple(
     SourceFile(path, sha, _upstream(path)) for path, sha in sorted(_HASHES.items())
 )
