@@ -2,26 +2,70 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 from paretune.spaces.base import Arch, Decision, SearchSpace
+from paretune.spaces.choices import ChoicesSpace
+from paretune.spaces.darts import DARTS_OPS, DartsSpace
+from paretune.spaces.macro import MacroSpace
+from paretune.spaces.mobilenet import MobileNetSpace
 from paretune.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Space
 
-SPACES = {"nb201": NB201Space}
+SPACES: dict[str, Callable[..., SearchSpace]] = {
+    "nb201": NB201Space,
+    "darts": DartsSpace,
+    "mobilenet": MobileNetSpace,
+    "macro": MacroSpace,
+    "choices": ChoicesSpace,
+}
+# The settings each kind takes (besides ``restrict``).
+SPACE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "nb201": (),
+    "darts": (),
+    "mobilenet": (),
+    "macro": (),
+    "choices": ("decisions",),
+}
 
 
-def make_space(name: str, restrict: dict[str, list[str]] | None = None) -> SearchSpace:
-    """The space registered as ``name``, optionally restricted to ``{decision: [options]}``."""
-    if name not in SPACES:
-        raise ValueError(f"unknown space {name!r} (available: {sorted(SPACES)})")
-    space = SPACES[name]()
+def make_space(
+    kind: str,
+    restrict: Mapping[str, Sequence[str]] | None = None,
+    **settings: Any,
+) -> SearchSpace:
+    """The space of ``kind``, optionally restricted to ``{decision: [options]}``.
+
+    ``settings`` are the kind's own (``choices``: ``decisions={name: [options]}``). An unknown
+    kind or setting raises ``ValueError`` naming it and what is allowed.
+    """
+    if kind not in SPACES:
+        raise ValueError(f"unknown space {kind!r} (available: {sorted(SPACES)})")
+    allowed = SPACE_SETTINGS[kind]
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"space {kind!r}: unknown settings {unknown} (allowed: {list(allowed) or 'none'})"
+        )
+    missing = [s for s in allowed if s not in settings]
+    if missing:
+        raise ValueError(f"space {kind!r}: missing settings {missing}")
+    space = SPACES[kind](**settings)
     return space.restrict(restrict) if restrict else space
 
 
 __all__ = [
+    "DARTS_OPS",
     "NB201_EDGES",
     "NB201_OPS",
     "SPACES",
+    "SPACE_SETTINGS",
     "Arch",
+    "ChoicesSpace",
+    "DartsSpace",
     "Decision",
+    "MacroSpace",
+    "MobileNetSpace",
     "NB201Space",
     "SearchSpace",
     "make_space",
