@@ -1,6 +1,8 @@
 """CPU per trial of the MLflow writer: MlflowClient's three calls against whole-run inserts.
 
-Both ways go through :class:`paretune.platform.mlflow_writer.WriterCore` (in a thread of this
+The inserts are an opt-in (``PARETUNE_MLFLOW_SQL_INSERT=1``, see
+:mod:`paretune.platform.mlflow_sql`); the client calls are the default. Both ways go through
+:class:`paretune.platform.mlflow_writer.WriterCore` (in a thread of this
 process, nothing else running) into a fresh SQLite store in WAL mode, with what a tabular
 trial sends: its creation tags, six architecture params, one result of a dozen metrics and its
 final tags. Repeats alternate the two ways; the table gives the median CPU milliseconds per
@@ -21,16 +23,18 @@ import time
 from pathlib import Path
 
 
-def messages(trial_id: str, now_ms: int) -> list[tuple]:
+def messages(trial_id: str, now_ms: int) -> list:
+    from paretune.platform.writer_messages import End, MetricPoint, Result, Start
+
     tags = {"searcher": "random", "arch": "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|"}
     tags.update({f"meta.{k}": "x" for k in ("phase", "parent", "edit")})
     params = {f"edge_{i}": "nor_conv_3x3" for i in range(6)}
-    metrics = [(f"m{i}", 0.1 * i, now_ms, 1) for i in range(12)]
+    metrics = [MetricPoint(f"m{i}", 0.1 * i, now_ms, 1) for i in range(12)]
     end_tags = {"status": "ok", "pareto": "dominated", "source": "table", "date": "2026-11-23"}
     return [
-        ("start", trial_id, tags, params, now_ms),
-        ("result", trial_id, metrics),
-        ("end", trial_id, "FINISHED", end_tags, now_ms + 50),
+        Start(trial_id, tags, params, now_ms),
+        Result(trial_id, metrics),
+        End(trial_id, "FINISHED", end_tags, now_ms + 50),
     ]
 
 
@@ -39,19 +43,20 @@ def cpu_ms_per_trial(workdir: Path, trials: int, sql_insert: bool, tag: str) -> 
 
     from paretune.platform.mlflow_writer import WriterCore
     from paretune.platform.parent_run import enable_sqlite_wal
+    from paretune.platform.writer_messages import Close, Flush, WriterSettings
 
     uri = f"sqlite:///{workdir / f'{tag}.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment(tag)
     parent = client.create_run(exp).info.run_id
     enable_sqlite_wal(uri)
-    settings = {"tracking_uri": uri, "experiment_id": exp, "parent_run_id": parent}
-    core = WriterCore({**settings, "sql_insert": sql_insert, "batch_s": 0.0}, lambda m: None)
+    settings = WriterSettings(uri, exp, parent, sql_insert=sql_insert, batch_s=0.0)
+    core = WriterCore(settings, lambda m: None)
     warm = 20  # the store's caches and the first session, not counted
     for i in range(warm):
         for op in messages(f"w{i}", 1_700_000_000_000 + i):
             core.submit(op)
-    core.submit(("flush", 1))
+    core.submit(Flush(1))
     thread = threading.Thread(target=core.run)
     thread.start()
     while core.pending():
@@ -60,7 +65,7 @@ def cpu_ms_per_trial(workdir: Path, trials: int, sql_insert: bool, tag: str) -> 
     for i in range(trials):
         for op in messages(f"t{i}", 1_700_000_100_000 + i):
             core.submit(op)
-    core.submit(("close",))
+    core.submit(Close())
     thread.join()
     used = time.process_time() - start
     found = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'", max_results=5000)

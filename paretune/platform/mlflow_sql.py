@@ -1,21 +1,19 @@
-"""Finished trial runs inserted into an SQL-backed MLflow store, many per transaction.
+"""Opt-in: finished trial runs inserted straight into MLflow's SQL tables, many per transaction.
 
-Through ``MlflowClient`` a trial costs three store calls (``create_run``, ``log_batch``,
-``set_terminated``). On an SQLAlchemy store (the tracking URI is the database: ``sqlite:``,
-``postgresql:``, ``mysql:``) each call opens sessions of its own and commits: about 19 ms of
-SQLAlchemy work per trial on a 2-core machine, more than Ray Tune's own work per tabular
-trial. A short trial is over before the writer gets to it, so its whole run is known at once:
-:func:`insert_finished_runs` inserts such runs into the tables of MLflow's own models
-(``mlflow.store.tracking.dbmodels``) through the store's own session, one executemany per
-table and one commit for a batch: about 0.7 ms per trial (both measured side by side by
-``benchmarks/mlflow_writes.py``; through the ORM's objects it was 4.5 ms).
+Off by default: trial runs go through ``MlflowClient``'s public calls (``create_run``,
+``log_batch``, ``set_terminated``). With ``PARETUNE_MLFLOW_SQL_INSERT=1`` and an SQL store
+(the tracking URI is the database), a trial already over when the writer gets to it is instead
+inserted into the tables of MLflow's own models (``mlflow.store.tracking.dbmodels``) through
+the store's own session: one executemany per table and one commit per batch (about 0.7 ms per
+trial instead of 19 on 2 cores, ``benchmarks/mlflow_writes.py``).
 
-The rows are the ones the three calls make (``tests/platform/test_mlflow_sql.py`` writes a
-trial both ways and compares everything ``MlflowClient`` reads back), and values pass MLflow's
-own validation first. Only a store that is exactly ``SqlAlchemyStore`` is written this way (not
-a REST server, not a subclass that scopes queries); the writer falls back to the client calls
-for anything else, and for any batch that fails. ``PARETUNE_MLFLOW_SQL_INSERT=0`` turns the
-inserts off (every run through the client calls).
+This uses MLflow internals (the models, the store behind ``MlflowClient``, private validators,
+and its rule for the latest metric value), so it is refused, with one warning, unless the
+installed MLflow version is in :data:`TESTED_MLFLOW` and the store's schema (its alembic
+revision) is in :data:`TESTED_SCHEMA`: a schema change that does not raise would otherwise
+diverge silently. ``tests/platform/test_mlflow_sql.py`` writes a trial both ways and compares
+everything ``MlflowClient`` reads back. Only a store that is exactly ``SqlAlchemyStore`` is
+written this way; anything else, and any batch that fails, goes through the client calls.
 """
 
 from __future__ import annotations
@@ -25,9 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# MLflow's limits for one log_batch (the writer splits bigger batches; a run with more is
-# not inserted whole).
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+from paretune.platform.writer_messages import MAX_METRICS, MAX_PARAMS, MAX_TAGS
+
+# The MLflow versions and store schemas (alembic revisions) the inserts were tested on.
+TESTED_MLFLOW = frozenset({"3.17.2"})
+TESTED_SCHEMA = frozenset({"dc11669786a5"})
 
 
 @dataclass
@@ -58,6 +58,32 @@ def sql_store(client: Any) -> Any | None:
     except Exception:  # noqa: BLE001 - another MLflow layout: the client calls do it all
         return None
     return store if type(store) is SqlAlchemyStore else None
+
+
+def schema_revision(store: Any) -> str | None:
+    """The alembic revision of an SQL store's schema (``None`` when it has none)."""
+    from sqlalchemy import text
+
+    with store.ManagedSessionMaker() as session:
+        return session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def tested_sql_store(client: Any) -> tuple[Any | None, str | None]:
+    """``(store, None)`` when the inserts may be used on ``client``'s store, else
+    ``(None, why not)``: not an SQL store, or an MLflow version or schema not tested."""
+    import mlflow
+
+    if mlflow.__version__ not in TESTED_MLFLOW:
+        tested = ", ".join(sorted(TESTED_MLFLOW))
+        return None, f"MLflow {mlflow.__version__} is not a tested version ({tested})"
+    store = sql_store(client)
+    if store is None:
+        return None, "the tracking store is not an SQL database"
+    revision = schema_revision(store)
+    if revision not in TESTED_SCHEMA:
+        tested = ", ".join(sorted(TESTED_SCHEMA))
+        return None, f"store schema {revision} is not a tested revision ({tested})"
+    return store, None
 
 
 def validate(run: FinishedRun) -> FinishedRun:

@@ -1,13 +1,15 @@
 """MLflow tracking: one parent run per experiment, one nested run per trial.
 
-:class:`MlflowTracker` is a driver-side Ray Tune callback. It hands each trial event, as plain
-data, to a writer (:mod:`paretune.platform.mlflow_writer`) that runs in its own process, so
-MLflow's work runs beside Ray Tune's driver loop instead of under its GIL. The writer uses
-``MlflowClient`` (no global active-run state): per trial one ``create_run``, one ``log_batch``
-per batch of results rather than one request per metric, and ``set_terminated`` (FINISHED, or
-FAILED with the reason); on an SQL store, a trial already over when its turn comes is inserted
-whole instead (:mod:`paretune.platform.mlflow_sql`; 0.7 instead of 19 ms of CPU per trial). It never stops the search
-when the tracking server is unreachable: failed writes are queued and retried in order.
+:class:`MlflowTracker` is a driver-side Ray Tune callback. It hands each trial event, as a typed
+message (:mod:`paretune.platform.writer_messages`), to a writer
+(:mod:`paretune.platform.mlflow_writer`) that runs in its own process, so MLflow's work runs
+beside Ray Tune's driver loop instead of under its GIL. The writer uses ``MlflowClient``'s
+public calls (no global active-run state): per trial one ``create_run``, one ``log_batch`` per
+batch of results rather than one request per metric, and ``set_terminated`` (FINISHED, or
+FAILED with the reason). It never stops the search when the tracking server is unreachable:
+failed writes are queued and retried in order, and each kind of failure is reported once with
+the ``paretune sync-mlflow`` hint; a store that lost the search is named by
+:attr:`MlflowTracker.store_problem`.
 """
 
 from __future__ import annotations
@@ -18,21 +20,42 @@ import logging
 import math
 import os
 import pickle
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric
 from ray.tune import Callback
 
-from paretune.platform.mlflow_writer import WriterCore
 from paretune.platform.mlflow_writer import existing_trial_runs as existing_trial_runs
+from paretune.platform.mlflow_writer import sync_hint
+from paretune.platform.redact import redact_uri as redact_uri
+from paretune.platform.writer_link import (
+    ProcessWriter,
+    Spool,
+    ThreadWriter,
+    Unwritten,
+    file_identity,
+    sqlite_file,
+)
+from paretune.platform.writer_messages import (
+    Cells,
+    End,
+    Flush,
+    Flushed,
+    MetricPoint,
+    Pictured,
+    Reply,
+    Result,
+    RunMade,
+    RunsFound,
+    Start,
+    StoreProblem,
+    TrialMessage,
+    TrialWritten,
+    WriterSettings,
+    WriterWarning,
+)
 from paretune.search_algos.pareto import RunningFront
 
 if TYPE_CHECKING:
@@ -117,177 +140,6 @@ def meta_tags(config: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-class _ProcessWriter:
-    """The writer in its own process (see :mod:`paretune.platform.mlflow_writer`), over two pipes."""
-
-    kind = "process"
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        from multiprocessing.connection import Connection
-
-        _reap_lingering()
-        ops_r, ops_w = os.pipe()
-        replies_r, replies_w = os.pipe()
-        try:
-            _grow_pipe(ops_w)
-            path = os.environ.get("PYTHONPATH")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, path]))}
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "paretune.platform.mlflow_writer"]
-                + [str(ops_r), str(replies_w)],
-                pass_fds=(ops_r, replies_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # stderr stays: MLflow's own messages, tracebacks
-                env=env,
-                start_new_session=True,  # outlives a kill of the driver's group (see its main)
-            )
-        except BaseException:
-            os.close(ops_w)
-            os.close(replies_r)
-            raise
-        finally:
-            os.close(ops_r)
-            os.close(replies_w)
-        self.ops = Connection(ops_w, readable=False)
-        self.replies = Connection(replies_r, writable=False)
-        self.send(("init", settings))
-
-    def send(self, op: tuple) -> bool:
-        """Queue ``op``; False when the process is gone."""
-        return self.send_pickled(pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def send_pickled(self, data: bytes) -> bool:
-        """Queue an op already pickled (``pickle.dumps``); False when the process is gone."""
-        try:
-            self.ops.send_bytes(data)
-            return True
-        except OSError:
-            return False
-
-    def replies_ready(self, timeout: float = 0.0) -> list[tuple]:
-        out: list[tuple] = []
-        try:
-            if self.replies.poll(timeout):
-                out.append(self.replies.recv())
-                while self.replies.poll():
-                    out.append(self.replies.recv())
-        except (EOFError, OSError):
-            pass  # the process is gone: alive() says so
-        return out
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def exit_code(self) -> int | None:
-        return self.proc.poll()
-
-    def release(self) -> None:
-        """End the session (everything is written) and keep the process for the next tracker."""
-        if self.send(("release",)):
-            while _IDLE:
-                _IDLE.pop().close(wait=0)
-            _IDLE.append(self)
-        else:
-            self._close_pipes()
-
-    def close(self, wait: float) -> None:
-        """Let the process finish what is queued and exit; it outlives ``wait`` if it must."""
-        self.send(("close",))
-        try:
-            self.proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            _LINGERING.append(self)  # keeps its pipe open: it writes on while this process lives
-            return
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        self.ops.close()
-        self.replies.close()
-
-
-# Writers told to close that still had writes to make (an outage at the end of a search).
-_LINGERING: list[_ProcessWriter] = []
-# A writer process whose session ended with everything written, for the next search.
-_IDLE: list[_ProcessWriter] = []
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
-# Flush tokens, unique in this process: a reused writer's old replies never answer a new flush.
-_FLUSH_TOKENS = itertools.count(1)
-
-
-def _reap_lingering() -> None:
-    for w in list(_LINGERING):
-        if not w.alive():
-            _LINGERING.remove(w)
-            w._close_pipes()
-
-
-def _idle_writer(settings: dict[str, Any]) -> _ProcessWriter | None:
-    """The idle writer process, given a new session; None when there is none (or it is gone)."""
-    while _IDLE:
-        writer = _IDLE.pop()
-        writer.replies_ready()  # the last session's leftovers
-        if writer.alive() and writer.send(("init", settings)):
-            return writer
-        writer._close_pipes()
-    return None
-
-
-def _grow_pipe(fd: int) -> None:
-    """A 1 MiB pipe buffer: room for thousands of trial events while the writer starts."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-    except (ImportError, AttributeError, OSError):
-        pass
-
-
-class _ThreadWriter:
-    """The same writer in a thread of this process (where no process can be started)."""
-
-    kind = "thread"
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self._replies: deque[tuple] = deque()
-        self._ready = threading.Event()
-        self.core = WriterCore(settings, self._emit)
-        self._thread = threading.Thread(
-            target=self.core.run, name="paretune-mlflow-writer", daemon=True
-        )
-        self._thread.start()
-
-    def _emit(self, message: tuple) -> None:
-        self._replies.append(message)
-        self._ready.set()
-
-    def send(self, op: tuple) -> bool:
-        self.core.submit(op)
-        return True
-
-    def send_pickled(self, data: bytes) -> bool:
-        self.core.submit(pickle.loads(data))
-        return True
-
-    def replies_ready(self, timeout: float = 0.0) -> list[tuple]:
-        if not self._replies and timeout > 0:
-            self._ready.wait(timeout)
-        self._ready.clear()
-        out: list[tuple] = []
-        while self._replies:
-            out.append(self._replies.popleft())
-        return out
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def exit_code(self) -> int | None:
-        return None
-
-    def close(self, wait: float) -> None:
-        self.core.submit(("close",))
-        self._thread.join(timeout=wait)
-
-
 class MlflowTracker(Callback):
     """Ray Tune callback that mirrors every trial into a nested MLflow run.
 
@@ -309,6 +161,11 @@ class MlflowTracker(Callback):
             (:func:`paretune.platform.artifacts.tag_pareto` writes only changed tags).
         wait_at_end: wait for the writes in ``on_experiment_end``. The launcher passes False
             and calls :meth:`finish_writes` itself after the work that needs no run ids.
+        experiment_dir: the experiment folder, named in the ``paretune sync-mlflow`` hints.
+
+    After :meth:`finish_writes`, :attr:`store_problem` says whether the store lost this
+    search's record (a SQLite file removed or replaced during the search, or the experiment or
+    parent run gone from the store).
     """
 
     # Restarts of a writer process that died before it falls back to a thread.
@@ -324,6 +181,7 @@ class MlflowTracker(Callback):
         retry_s: float = 5.0,
         objectives: ObjectiveSet | None = None,
         wait_at_end: bool = True,
+        experiment_dir: str | os.PathLike | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -333,18 +191,24 @@ class MlflowTracker(Callback):
         self.retry_s = retry_s
         self.objectives = objectives
         self.wait_at_end = wait_at_end
+        self.experiment_dir = None if experiment_dir is None else str(experiment_dir)
         self.runs: dict[str, str] = {}
         self.ended: set[str] = set()
         self._init_transient()
 
     def _init_transient(self) -> None:
-        self.writer: _ProcessWriter | _ThreadWriter | None = None
+        self.writer: ProcessWriter | ThreadWriter | None = None
+        # The SQLite file as the search found it: one removed or replaced is reported.
+        self._store_file = sqlite_file(self.tracking_uri)
+        self._store_identity = file_identity(self._store_file)
+        self._store_problems: list[str] = []  # reported by the writer
+        self._flush_tokens = itertools.count(1)
         self._started: set[str] = set()  # trials started and not ended (in this driver)
         # Every message of a trial, pickled and spooled to disk, until the writer says it is
         # all written: sent again to a new writer if the process dies. A trial ended and not
         # in here is complete in MLflow (written, or so before a restart).
-        self._unwritten: dict[str, _Unwritten] = {}
-        self._spool = _Spool()
+        self._unwritten: dict[str, Unwritten] = {}
+        self._spool = Spool()
         self._restarts = 0
         self._flushed = 0
         self._front = RunningFront()
@@ -368,6 +232,7 @@ class MlflowTracker(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the callback with the tuner; the writer and its queue stay behind.
         keep = ("tracking_uri", "experiment_id", "parent_run_id", "searcher", "arch_params")
+        keep += ("experiment_dir",)
         state = {k: self.__dict__[k] for k in keep}
         state["objectives"] = self.objectives  # a restored tracker waits at the end
         state["wait_at_end"] = True
@@ -375,6 +240,7 @@ class MlflowTracker(Callback):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("experiment_dir", None)
         self.__dict__.update(state)
         self._init_transient()
 
@@ -393,68 +259,69 @@ class MlflowTracker(Callback):
         self._w()
 
     # ------------------------------------------------------------------ the writer
-    def _w(self) -> _ProcessWriter | _ThreadWriter:
+    def _w(self) -> ProcessWriter | ThreadWriter:
         if self.writer is None:
             self.writer = self._start_writer()
         return self.writer
 
-    def _start_writer(self) -> _ProcessWriter | _ThreadWriter:
-        settings = {
-            "tracking_uri": self.tracking_uri,
-            "experiment_id": self.experiment_id,
-            "parent_run_id": self.parent_run_id,
-            "runs": dict(self.runs),
-            "ended": sorted(self._written()),
-            "retry_s": self.retry_s,
-            # "0": every run through MlflowClient's calls (see mlflow_sql).
-            "sql_insert": os.environ.get("PARETUNE_MLFLOW_SQL_INSERT", "1") != "0",
-        }
+    def _start_writer(self) -> ProcessWriter | ThreadWriter:
+        settings = WriterSettings(
+            tracking_uri=self.tracking_uri,
+            experiment_id=self.experiment_id,
+            parent_run_id=self.parent_run_id,
+            runs=dict(self.runs),
+            ended=tuple(sorted(self._written())),
+            retry_s=self.retry_s,
+            # Opt-in, off by default: whole-run inserts into MLflow's tables (see mlflow_sql).
+            sql_insert=os.environ.get("PARETUNE_MLFLOW_SQL_INSERT", "0") == "1",
+            experiment_dir=self.experiment_dir,
+        )
         mode = os.environ.get("PARETUNE_MLFLOW_WRITER", "process")
         if mode == "process" and self._restarts <= self.MAX_RESTARTS:
-            idle = _idle_writer(settings)
-            if idle is not None:
-                return idle
             try:
-                return _ProcessWriter(settings)
+                return ProcessWriter(settings)
             except Exception as exc:  # noqa: BLE001 - no process: a thread does the same
                 logger.warning("MLflow writer process not started (%s); writing from a thread", exc)
-        return _ThreadWriter(settings)
+        return ThreadWriter(settings)
 
-    def _apply(self, message: tuple) -> None:
-        kind = message[0]
-        if kind in ("run", "done", "pictured"):
+    def _apply(self, message: Reply) -> None:
+        if isinstance(message, RunMade | TrialWritten | Pictured):
             self._progress_at = time.monotonic()
-        if kind == "run":
-            unwritten = self._unwritten.get(message[1])
+        if isinstance(message, RunMade):
+            unwritten = self._unwritten.get(message.trial_id)
             # Keyed by the driver's own copy of the trial id, not a second one from the reply.
-            self.runs[message[1] if unwritten is None else unwritten.trial_id] = message[2]
-        elif kind == "done":
-            unwritten = self._unwritten.pop(message[1], None)
+            key = message.trial_id if unwritten is None else unwritten.trial_id
+            self.runs[key] = message.run_id
+        elif isinstance(message, TrialWritten):
+            unwritten = self._unwritten.pop(message.trial_id, None)
             if unwritten is not None:
                 self._spool.release(unwritten.refs)
-        elif kind == "pictured":
-            self.pictured.update(message[1])
-        elif kind == "flushed":
-            self._flushed = max(self._flushed, message[1])
-        elif kind == "runs":
-            self.runs.update(message[1])
-            self.ended.update(message[2])
-            self._ended_elsewhere.update(message[2])
-        elif kind == "warning":
-            logger.warning("%s", message[1])
+        elif isinstance(message, Pictured):
+            self.pictured.update(message.trial_ids)
+        elif isinstance(message, Flushed):
+            self._flushed = max(self._flushed, message.token)
+        elif isinstance(message, RunsFound):
+            self.runs.update(message.runs)
+            self.ended.update(message.ended)
+            self._ended_elsewhere.update(message.ended)
+        elif isinstance(message, WriterWarning):
+            logger.warning("%s", message.text)
+        elif isinstance(message, StoreProblem):
+            self._store_problems.append(message.text)
 
     def _drain(self, timeout: float = 0.0) -> None:
         if self.writer is not None:
             for message in self.writer.replies_ready(timeout):
                 self._apply(message)
 
-    def _send(self, trial_id: str, op: tuple) -> None:
-        # Kept pickled and on disk (see _Spool): a writer behind a slow server can fall behind
-        # by more trials the longer the search runs, and the driver keeps one int per message.
-        data = pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL)
+    def _send(self, message: TrialMessage) -> None:
+        # Kept pickled and on disk (see writer_link.Spool): a writer behind a slow server can fall behind
+        # by more trials the longer the search runs.
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        trial_id = message.trial_id
         unwritten = self._unwritten.get(trial_id)
         if unwritten is None:
-            unwritten = self._unwritten[trial_id] = _Unwritten(trial_id)
+            unwritten = self._unwritten[trial_id] = Unwritten(trial_id)
         unwritten.refs.append(self._spool.put(data))
         if not self._w().send_pickled(data):
             self._restart_writer()
@@ -475,6 +342,22 @@ class MlflowTracker(Callback):
             for ref in unwritten.refs:
                 self.writer.send_pickled(self._spool.get(ref))
 
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store no longer holds this search's record, with the sync-mlflow hint;
+        ``None`` while it does (as far as can be told)."""
+        self._drain()
+        problem = self._store_problems[0] if self._store_problems else None
+        if problem is None and self._store_identity is not None:
+            now = file_identity(self._store_file)
+            if now is None:
+                problem = f"the MLflow store {self._store_file} was removed during the search"
+            elif now != self._store_identity:
+                problem = f"the MLflow store {self._store_file} was replaced during the search"
+        if problem is None:
+            return None
+        return f"{problem}: its record of this search is lost; {sync_hint(self.experiment_dir)}"
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything sent so far is written.
 
@@ -483,14 +366,14 @@ class MlflowTracker(Callback):
         """
         self._progress_at = time.monotonic()
         while True:
-            token = next(_FLUSH_TOKENS)
-            if not self._w().send(("flush", token)):
+            token = next(self._flush_tokens)
+            if not self._w().send(Flush(token)):
                 self._restart_writer()
                 continue
             while self._flushed < token:
                 left = self._progress_at + timeout - time.monotonic()
-                if left <= 0:
-                    return False
+                if left <= 0 or self._store_problems:
+                    return False  # no progress, or a store that lost the search: no waiting
                 self._drain(timeout=min(left, 1.0))
                 if self._flushed < token and not self._w().alive():
                     break
@@ -510,7 +393,7 @@ class MlflowTracker(Callback):
         tags = {"searcher": self.searcher, **meta_tags(trial.config)}
         params = self.arch_params(trial.config) if self.arch_params else {}
         params = {k: str(v) for k, v in params.items()}
-        self._send(trial_id, ("start", trial_id, tags, params, int(time.time() * 1000)))
+        self._send(Start(trial_id, tags, params, int(time.time() * 1000)))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -522,9 +405,9 @@ class MlflowTracker(Callback):
         self._send_result(trial, result)
 
     def _send_result(self, trial: Any, result: Mapping[str, Any]) -> None:
-        batch = [(m.key, m.value, m.timestamp, m.step) for m in result_metrics(result)]
+        batch = [MetricPoint(m.key, m.value, m.timestamp, m.step) for m in result_metrics(result)]
         if batch:
-            self._send(trial.trial_id, ("result", trial.trial_id, batch))
+            self._send(Result(trial.trial_id, batch))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "FINISHED", None)
@@ -554,7 +437,7 @@ class MlflowTracker(Callback):
                 self._tagged_front.add(trial.trial_id)
             elif tag == "failed":
                 self._tagged_failed.add(trial.trial_id)
-        self._send(trial.trial_id, ("end", trial.trial_id, status, tags, int(time.time() * 1000)))
+        self._send(End(trial.trial_id, status, tags, int(time.time() * 1000)))
 
     def _pareto_tag(self, result: Mapping[str, Any], error: str | None) -> str:
         """``front``, ``dominated`` or ``failed`` for a trial ending with ``result``.
@@ -583,7 +466,7 @@ class MlflowTracker(Callback):
         died or failed leaves the rest to the caller).
         """
         if self.writer is not None and archs:
-            self._w().send(("cells", dict(archs)))
+            self._w().send(Cells(dict(archs)))
 
     def finish_writes(self, timeout: float = 120.0) -> bool:
         """Wait until every write is made, then let the writer go.
@@ -595,104 +478,16 @@ class MlflowTracker(Callback):
         if self.writer is None:
             return True
         written = self.flush(timeout=timeout)
-        if not written:
+        if not written and not self._store_problems:
             logger.warning(
-                "no MLflow write for %.0f s: writes of %d trials still queued at the end; "
-                "run `paretune sync-mlflow EXPERIMENT_DIR` once the store is back",
+                "no MLflow write for %.0f s: writes of %d trials still queued at the end; %s",
                 timeout,
                 len(self._unwritten),
+                sync_hint(self.experiment_dir),
             )
         writer, self.writer = self._w(), None
-        if written and isinstance(writer, _ProcessWriter):
-            writer.release()
-        else:
-            writer.close(wait=10 if written else 0)
+        writer.close(wait=10 if written else 0)
         return written
-
-
-class _Unwritten:
-    """A trial's messages (their :class:`_Spool` references) that the writer has not yet said
-    are written."""
-
-    __slots__ = ("trial_id", "refs")
-
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
-        self.refs: list[int] = []
-
-
-class _Spool:
-    """Pickled messages kept for a resend, in anonymous temporary files instead of the heap.
-
-    The writer can fall behind for as long as the search runs: with a REST ``mlflow server`` on
-    2 cores it wrote about 40% as fast as 8 table trials finished (1,530 trials behind after
-    2,500, benchmarks/scale.py). Kept in memory, that backlog (about 2 KB a trial) made driver
-    memory grow with the number of trials. Here each message is appended to a file and named by
-    one int (file, offset, length); a file all of whose messages are written is closed (the
-    system deletes it) and files roll over at :attr:`CHUNK_BYTES`, so disk use follows the
-    backlog. Where no temporary file can be made or written, messages stay in memory (with a
-    warning).
-    """
-
-    CHUNK_BYTES = 8 << 20
-
-    def __init__(self) -> None:
-        self._files: dict[int, Any] = {}  # chunk number -> open temporary file
-        self._live: dict[int, int] = {}  # chunk number -> messages not yet released
-        self._chunk = 0
-        self._size = 0  # bytes in the current chunk
-        self._no_files = False  # a file could not be made or written: keep messages in memory
-        self._in_memory: dict[int, bytes] = {}  # negative refs, those kept in memory
-        self._last_memory_ref = 0
-
-    def put(self, data: bytes) -> int:
-        """Keep ``data``; returns its reference."""
-        if not self._no_files:
-            if self._size >= self.CHUNK_BYTES:  # roll over; the old file goes once written
-                self._chunk, self._size = self._chunk + 1, 0
-            try:
-                f = self._files.get(self._chunk)
-                if f is None:
-                    f = self._files[self._chunk] = tempfile.TemporaryFile(prefix="paretune-mlflow-")
-                done = 0
-                while done < len(data):
-                    done += os.pwrite(f.fileno(), data[done:], self._size + done)
-            except OSError as exc:  # no file, or a full disk: never a reason to stop a search
-                logger.warning("unwritten MLflow messages kept in memory, not on disk (%s)", exc)
-                self._no_files = True
-                if self._chunk not in self._live and self._chunk in self._files:
-                    self._files.pop(self._chunk).close()  # made for this message only
-            else:
-                ref = (self._chunk << 80) | (self._size << 40) | len(data)
-                self._size += len(data)
-                self._live[self._chunk] = self._live.get(self._chunk, 0) + 1
-                return ref
-        self._last_memory_ref -= 1
-        self._in_memory[self._last_memory_ref] = data
-        return self._last_memory_ref
-
-    def get(self, ref: int) -> bytes:
-        """The message ``ref`` names (until it is released)."""
-        if ref < 0:
-            return self._in_memory[ref]
-        chunk, offset, length = ref >> 80, (ref >> 40) & ((1 << 40) - 1), ref & ((1 << 40) - 1)
-        return os.pread(self._files[chunk].fileno(), length, offset)
-
-    def release(self, refs: list[int]) -> None:
-        """The messages ``refs`` are written: forget them, and drop emptied files."""
-        for ref in refs:
-            if ref < 0:
-                self._in_memory.pop(ref, None)
-                continue
-            chunk = ref >> 80
-            self._live[chunk] -= 1
-            if self._live[chunk] == 0:
-                del self._live[chunk]
-                if chunk == self._chunk:  # the current file: start it over
-                    self._size = 0
-                    os.ftruncate(self._files[chunk].fileno(), 0)
-                else:
-                    self._files.pop(chunk).close()
 
 
 class _SentParetoTags(Mapping[str, str]):

@@ -1,5 +1,6 @@
 """The MLflow writer process behind MlflowTracker, without Ray: sessions, a dying writer, an
-orphaned writer. Trials are stand-ins with the attributes Ray's have."""
+orphaned writer, a store that fails or vanishes. Trials are stand-ins with the attributes Ray's
+have."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from paretune.platform import tracking
+from paretune.platform import mlflow_writer, tracking, writer_link
 from paretune.platform.parent_run import enable_sqlite_wal
 
 
@@ -77,7 +78,7 @@ def check_runs(store, n: int) -> None:
         assert tags["searcher"] == "random" and tags["meta.phase"] == "random"
 
 
-def test_a_writer_process_writes_every_trial_and_serves_the_next_search(store):
+def test_a_writer_process_writes_every_trial_and_exits_at_the_end(store):
     t = tracker(store)
     assert t.writer.kind == "process"
     proc = t.writer.proc
@@ -85,16 +86,15 @@ def test_a_writer_process_writes_every_trial_and_serves_the_next_search(store):
     t.on_experiment_end([])
     check_runs(store, 5)
     assert set(t.get_state()["runs"]) == {f"t{i:03d}" for i in range(5)}
+    assert proc.wait(timeout=30) == 0  # a process per search, none kept in a module-level pool
+    assert t.store_problem is None
 
-    # The next search in this driver gets the same process (MLflow is imported once).
+    # The next search in this driver starts its own writer.
     t2 = tracker(store)
-    assert t2.writer.proc is proc
+    assert t2.writer.proc is not proc
     run_trials(t2, [trial(i) for i in range(5, 8)])
     t2.on_experiment_end([])
     check_runs(store, 8)
-    # A close after the release ends the process.
-    tracking._IDLE.pop().close(wait=30)
-    assert proc.poll() == 0
 
 
 def test_a_dead_writer_is_replaced_and_nothing_is_lost(store):
@@ -205,18 +205,23 @@ def test_the_tracker_keeps_little_per_ended_trial(store):
 
 
 def test_the_end_waits_for_a_slow_store_that_keeps_writing(store, monkeypatch):
-    # 150 trials take seconds to write through MlflowClient's calls (not the whole-run
-    # inserts); no single write takes a second. The wait at the end gives up only after
-    # `timeout` seconds without progress, so it ends with all written.
-    monkeypatch.setenv("PARETUNE_MLFLOW_SQL_INSERT", "0")
+    # Every trial's write takes at least 0.25 s (a slow server), 16 of them at least 4 s: the
+    # wait at the end gives up only after `timeout` seconds without progress, so with a
+    # timeout of 2 s it still ends with all written. No clock is read by the test itself.
+    monkeypatch.setenv("PARETUNE_MLFLOW_WRITER", "thread")
+    real_write = mlflow_writer.WriterCore._write
+
+    def slow_write(self, trial_id, work):
+        time.sleep(0.25)
+        real_write(self, trial_id, work)
+
     t = tracker(store)
     run_trials(t, [trial(0)])
     assert t.flush(timeout=60)  # the writer is up and the store warm
-    run_trials(t, [trial(i) for i in range(1, 150)])
-    start = time.monotonic()
-    assert t.finish_writes(timeout=1.0)
-    assert time.monotonic() - start > 1.0  # longer than the timeout: it waited on progress
-    check_runs(store, 150)
+    monkeypatch.setattr(mlflow_writer.WriterCore, "_write", slow_write)
+    run_trials(t, [trial(i) for i in range(1, 17)])
+    assert t.finish_writes(timeout=2.0)
+    check_runs(store, 17)
 
 
 def test_the_writer_logs_cell_pictures_after_the_trials_runs(store):
@@ -234,16 +239,17 @@ def test_the_writer_logs_cell_pictures_after_the_trials_runs(store):
 
 def test_unwritten_messages_wait_on_disk_and_their_files_go_once_written(monkeypatch):
     """A writer behind a slow server can fall behind by more trials the longer a search runs:
-    the messages it has not written wait in temporary files (one int each in the driver),
+    the messages it has not written wait in temporary files (a SpoolRef each in the driver),
     files roll over and are closed once all their messages are written; without a temporary
-    file they wait in memory."""
-    monkeypatch.setattr(tracking._Spool, "CHUNK_BYTES", 100)
-    spool = tracking._Spool()
+    file (a full disk) they wait in memory."""
+    monkeypatch.setattr(writer_link.Spool, "CHUNK_BYTES", 100)
+    spool = writer_link.Spool()
     messages = [bytes([i]) * (30 + i) for i in range(8)]
     refs = [spool.put(m) for m in messages]
-    assert all(isinstance(r, int) and r >= 0 for r in refs)
+    assert all(isinstance(r, writer_link.SpoolRef) and r.chunk is not None for r in refs)
     assert [spool.get(r) for r in refs] == messages
-    assert sorted(spool._files) == [0, 1, 2]  # 30+31+32+33 bytes, then 34+35+36, then 37
+    assert [r.chunk for r in refs] == [0, 0, 0, 0, 1, 1, 1, 2]  # 30+31+32+33, 34+35+36, 37
+    assert sorted(spool._files) == [0, 1, 2]
     first = spool._files[0]
     spool.release(refs[:3])
     assert not first.closed  # one of its messages is still unwritten
@@ -253,16 +259,16 @@ def test_unwritten_messages_wait_on_disk_and_their_files_go_once_written(monkeyp
     spool.release(refs[7:])  # the current file, emptied: it starts over
     assert os.fstat(spool._files[2].fileno()).st_size == 0
     again = spool.put(b"next")
-    assert again >> 80 == 2 and spool.get(again) == b"next"
+    assert (again.chunk, again.offset) == (2, 0) and spool.get(again) == b"next"
     assert [spool.get(r) for r in refs[4:7]] == messages[4:7]
 
     def no_file(*args, **kwargs):
         raise OSError("read-only file system")
 
-    monkeypatch.setattr(tracking.tempfile, "TemporaryFile", no_file)
+    monkeypatch.setattr(writer_link.tempfile, "TemporaryFile", no_file)
     spool.put(b"x" * 200)  # fills file 2 past the roll-over size
     kept = [spool.put(b"in memory %d" % i) for i in range(3)]
-    assert all(r < 0 for r in kept) and len(set(kept)) == 3
+    assert all(r.chunk is None for r in kept) and len(set(kept)) == 3
     assert [spool.get(r) for r in kept] == [b"in memory %d" % i for i in range(3)]
     assert [spool.get(r) for r in refs[4:7]] == messages[4:7]  # files made before still serve
     spool.release(kept + refs[4:7])
@@ -272,12 +278,93 @@ def test_unwritten_messages_wait_on_disk_and_their_files_go_once_written(monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.undo()  # temporary files again
-    full = tracking._Spool()
+    full = writer_link.Spool()
     first = full.put(b"on disk")
-    monkeypatch.setattr(tracking.os, "pwrite", disk_full)
+    monkeypatch.setattr(writer_link.os, "pwrite", disk_full)
     second = full.put(b"in memory")
-    assert first >= 0 > second
-    untouched = tracking._Spool()
-    assert untouched.put(b"never on disk") < 0
+    assert first.chunk == 0 and second.chunk is None
+    untouched = writer_link.Spool()
+    assert untouched.put(b"never on disk").chunk is None
     assert not untouched._files  # no file kept open for a message that went to memory
     assert full.get(first) == b"on disk" and full.get(second) == b"in memory"
+
+
+def test_a_store_removed_during_the_search_is_reported_without_tracebacks(
+    store, tmp_path, capfd, caplog
+):
+    """`rm mlflow.db*` mid-search: the record is gone. The tracker says so (for the launcher to
+    print with the sync-mlflow hint and exit non-zero), and neither the writer process nor the
+    driver prints a traceback, however many writes fail."""
+    t = tracker(store)
+    run_trials(t, [trial(i) for i in range(3)])
+    assert t.flush(timeout=60)
+    assert t.store_problem is None
+    for f in tmp_path.glob("mlflow.db*"):
+        f.unlink()
+    run_trials(t, [trial(i) for i in range(3, 9)])
+    t.finish_writes(timeout=5)
+    problem = t.store_problem
+    assert problem is not None and str(tmp_path / "mlflow.db") in problem
+    assert "removed" in problem or "replaced" in problem
+    assert "paretune sync-mlflow" in problem
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "sqlalchemy" not in err.lower()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert all("\n" not in w for w in warnings)
+
+
+def test_a_store_replaced_during_the_search_is_reported(store, tmp_path):
+    t = tracker(store)
+    run_trials(t, [trial(0)])
+    assert t.flush(timeout=60)
+    db = tmp_path / "mlflow.db"
+    (tmp_path / "other.db").write_bytes(db.read_bytes())
+    os.replace(tmp_path / "other.db", db)  # a copy put in its place: not this search's file
+    t.finish_writes(timeout=5)
+    assert "was replaced during the search" in (t.store_problem or "")
+
+
+def test_failing_writes_warn_once_per_kind_in_one_line_without_credentials():
+    from paretune.platform.writer_messages import (
+        End,
+        Start,
+        StoreProblem,
+        WriterSettings,
+        WriterWarning,
+    )
+
+    uri = "postgresql://paretune:s3cret-pw@db.example:5432/mlflow"
+
+    class Page(list):
+        token = None
+
+    class DeadStore:
+        calls = 0
+
+        def search_runs(self, *args, **kwargs):
+            return Page()
+
+        def create_run(self, *args, **kwargs):
+            DeadStore.calls += 1
+            raise RuntimeError(
+                f"(psycopg2.OperationalError) could not connect to {uri}\n"
+                + "\n".join(f"[SQL: INSERT INTO runs ... row {i}]" for i in range(500))
+            )
+
+    replies: list = []
+    settings = WriterSettings(uri, "1", "parent", retry_s=0.01, batch_s=0.0)
+    core = mlflow_writer.WriterCore(settings, replies.append)
+    core._client = DeadStore()
+    core.submit(Start("t0", {}, {}))
+    core.submit(End("t0", "FINISHED", {}))
+    core.give_up_at = time.monotonic() + 0.5  # then it stops retrying (no tracker to wait)
+    core.submit(mlflow_writer.Close())
+    core.run()
+    assert DeadStore.calls > 3  # retried, and
+    warnings = [r.text for r in replies if isinstance(r, WriterWarning)]
+    assert len(warnings) == 1  # reported once
+    (text,) = warnings
+    assert "\n" not in text and "[SQL" not in text and len(text) < 500
+    assert "s3cret-pw" not in text and "paretune:***@db.example" in text
+    assert "paretune sync-mlflow <experiment dir>" in text
+    assert not [r for r in replies if isinstance(r, StoreProblem)]  # unreachable, not lost
