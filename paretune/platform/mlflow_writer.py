@@ -1,27 +1,21 @@
 """The writer behind :class:`~paretune.platform.tracking.MlflowTracker`: MLflow calls made away
 from the Ray Tune driver loop.
 
-The tracker sends typed messages (the dataclasses below), one per trial event, and
-:class:`WriterCore` turns them into public ``MlflowClient`` calls: per trial one ``create_run``
-(with its tags), one ``log_batch`` for whatever arrived since the previous one (params, metrics,
-final tags) and ``set_terminated``. Everything of a trial that is waiting when its turn comes
-goes out together, and writes go out in batches (see :class:`WriterCore`).
-
-By default the writer is its own process (``python -m paretune.platform.mlflow_writer``, started
-by the tracker; it never imports Ray): MLflow's SQLAlchemy work then runs beside Ray Tune's
-driver loop instead of taking turns with it for the GIL. The same code runs in a thread where
-no process can be started.
+The tracker sends typed messages (:mod:`paretune.platform.writer_messages`), one per trial
+event, and :class:`WriterCore` turns them into public ``MlflowClient`` calls: per trial one
+``create_run`` (with its tags), one ``log_batch`` for whatever arrived since the previous one
+and ``set_terminated``, in batches (see :class:`WriterCore`). By default the writer is its own
+process (``python -m paretune.platform.mlflow_writer``; it never imports Ray), so MLflow's
+SQLAlchemy work runs beside Ray Tune's driver loop instead of taking turns with it for the GIL;
+the same code runs in a thread where no process can be started.
 
 A failing call is retried every ``retry_s`` seconds and nothing queued is lost or reordered (an
-MLflow outage only delays the writes); each kind of failure is reported once, in one line with
-the ``paretune sync-mlflow`` hint, never with a traceback. A run creation that may have reached
-the server before it failed adopts the run it made; before the first write the writer learns
-the trial runs that already exist under the parent run (a resumed experiment), so a trial never
-gets two runs. A store whose experiment or parent run is gone is reported as a
-:class:`StoreProblem`.
-
-Whole-run inserts into MLflow's SQL tables (:mod:`paretune.platform.mlflow_sql`) are an opt-in
-(``PARETUNE_MLFLOW_SQL_INSERT=1``), refused unless MLflow and its schema are the tested ones.
+outage only delays the writes); each kind of failure is reported once, in one line with the
+``paretune sync-mlflow`` hint, never with a traceback. A creation that may have reached the
+server before it failed adopts the run it made; before the first write the writer learns the
+trial runs that already exist under the parent run (a resume), so a trial never gets two. A
+store whose experiment or parent run is gone is reported as a ``StoreProblem``. Whole-run SQL
+inserts (:mod:`paretune.platform.mlflow_sql`) are an opt-in, ``PARETUNE_MLFLOW_SQL_INSERT=1``.
 """
 
 from __future__ import annotations
@@ -32,11 +26,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from paretune.platform.redact import redact_text, redact_uri
+from paretune.platform.redact import redact_uri
 from paretune.platform.writer_messages import (
     MAX_METRICS,
     MAX_PARAMS,
@@ -60,39 +55,16 @@ from paretune.platform.writer_messages import (
     TrialWritten,
     WriterSettings,
     WriterWarning,
+    failure_kind,
+    is_store_lost,
+    short_reason,
+    sync_hint,
 )
 
 Emit = Callable[[Reply], None]
 
 # A writer whose tracker closed it (or is gone) stops retrying failed writes after this long.
 ORPHAN_GRACE_S = 60.0
-
-
-def sync_hint(experiment_dir: str | None) -> str:
-    return f"run `paretune sync-mlflow {experiment_dir or '<experiment dir>'}` once it is fixed"
-
-
-def failure_kind(exc: BaseException) -> str:
-    """The kind of a failed write, for one warning per kind (MLflow's error code, or the type)."""
-    code = getattr(exc, "error_code", None)
-    return f"{type(exc).__name__}:{code}" if code else type(exc).__name__
-
-
-def short_reason(exc: BaseException, uri: str, limit: int = 200) -> str:
-    """The first line of an error (SQLAlchemy's go on with the statement and its parameters),
-    without credentials."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return redact_text(text, uri)
-
-
-def is_store_lost(exc: BaseException) -> bool:
-    """An error that says the experiment, the parent run or the tables are gone."""
-    code = getattr(exc, "error_code", "")
-    text = str(exc).lower()
-    return code == "RESOURCE_DOES_NOT_EXIST" or "no such table" in text
 
 
 def existing_trial_runs(
@@ -125,6 +97,37 @@ def sqlite_fast_commits(tracking_uri: str) -> None:
 
 
 # ---------------------------------------------------------------------- the writer
+LOCK_FILE = "mlflow-writer.lock"  # in the experiment folder
+
+
+@contextmanager
+def session_lock(experiment_dir: str | None, timeout: float = 120.0) -> Iterator[None]:
+    """One writer at a time per experiment (a lock file in its folder, kept there).
+
+    A writer whose driver died finishes what it had queued (see :func:`main`); the writer of
+    the resumed search waits for it before it lists the existing runs, so a trial never gets
+    two. Without a folder (or a lock), the writer goes on without waiting.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if fcntl is None or experiment_dir is None or not os.path.isdir(experiment_dir):
+        yield
+        return
+    with open(os.path.join(experiment_dir, LOCK_FILE), "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break  # a stuck writer elsewhere: go on rather than stop tracking
+                time.sleep(0.1)
+        yield  # the lock goes with the file's closing
+
+
 @dataclass
 class TrialWork:
     """What is waiting to be written for one trial."""
@@ -245,10 +248,11 @@ class WriterCore:
     # ------------------------------------------------------------------ writing
     def run(self) -> None:
         try:
-            self._reconcile()
-            if self._sql is None:
-                self._sql = self._find_sql_store()
-            self._run()
+            with session_lock(self.settings.experiment_dir):
+                self._reconcile()
+                if self._sql is None:
+                    self._sql = self._find_sql_store()
+                self._run()
         finally:
             self.finished = True
 

@@ -28,7 +28,6 @@ from mlflow.entities import Metric
 from ray.tune import Callback
 
 from paretune.platform.mlflow_writer import existing_trial_runs as existing_trial_runs
-from paretune.platform.mlflow_writer import sync_hint
 from paretune.platform.redact import redact_uri as redact_uri
 from paretune.platform.writer_link import (
     ProcessWriter,
@@ -55,6 +54,7 @@ from paretune.platform.writer_messages import (
     TrialWritten,
     WriterSettings,
     WriterWarning,
+    sync_hint,
 )
 from paretune.search_algos.pareto import RunningFront
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from paretune.platform.redact import redact_text
+
 # Writes wait for up to BATCH_N trials or BATCH_S seconds (see mlflow_writer.WriterCore).
 BATCH_S, BATCH_N = 2.0, 32
 # MLflow's limits for one log_batch (bigger batches are split).
@@ -138,3 +140,31 @@ class StoreProblem:
 
 
 Reply = RunsFound | RunMade | TrialWritten | Pictured | Flushed | WriterWarning | StoreProblem
+
+
+# ---------------------------------------------------------------------- failure texts
+def sync_hint(experiment_dir: str | None) -> str:
+    return f"run `paretune sync-mlflow {experiment_dir or '<experiment dir>'}` once it is fixed"
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The kind of a failed write, for one warning per kind (MLflow's error code, or the type)."""
+    code = getattr(exc, "error_code", None)
+    return f"{type(exc).__name__}:{code}" if code else type(exc).__name__
+
+
+def short_reason(exc: BaseException, uri: str, limit: int = 200) -> str:
+    """The first line of an error (SQLAlchemy's go on with the statement and its parameters),
+    without credentials."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return redact_text(text, uri)
+
+
+def is_store_lost(exc: BaseException) -> bool:
+    """An error that says the experiment, the parent run or the tables are gone."""
+    code = getattr(exc, "error_code", "")
+    text = str(exc).lower()
+    return code == "RESOURCE_DOES_NOT_EXIST" or "no such table" in text
