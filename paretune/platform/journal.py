@@ -20,7 +20,6 @@ from typing import Any
 
 from ray.tune import Callback
 
-from paretune.platform.report import trial_number
 from paretune.platform.tracking import error_text
 
 JOURNAL_FILE = "paretune-trials.jsonl"
@@ -119,7 +118,8 @@ class JournalCallback(Callback):
 
     A trial the journal has already (a trial replayed on resume) gets no second line.
     ``first_number``: trials created before this segment; a trial's number is that plus
-    its creation index in the segment.
+    its creation index in the segment (none when Ray's tag has none: the report then numbers
+    it after the others).
     """
 
     def __init__(self, path: str | os.PathLike, segment: int = 0, first_number: int = 0) -> None:
@@ -147,9 +147,15 @@ class JournalCallback(Callback):
             trial.last_result,
             error,
             trial.config,
-            number=self.first_number + trial_number(trial.trial_id) + 1,
+            number=self._number(trial),
             segment=self.segment,
         )
+
+    def _number(self, trial: Any) -> int | None:
+        """``first_number`` plus Ray's creation index of the trial in its segment (the head
+        of its experiment tag, ``"3_arch=..."``, from 1)."""
+        head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+        return self.first_number + int(head) if head.isdigit() else None
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._append(trial, "ok", None)

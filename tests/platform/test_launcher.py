@@ -282,6 +282,7 @@ def test_a_replayed_trial_gets_no_second_journal_line(tmp_path):
     class Trial:
         def __init__(self, trial_id):
             self.trial_id, self.config = trial_id, {"arch": ARCHS[0]}
+            self.experiment_tag = f"{int(trial_id[-1]) + 1}_arch=..."
             self.last_result = {"accuracy": 1.0}
 
     path = tmp_path / JOURNAL_FILE
