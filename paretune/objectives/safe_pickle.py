@@ -270,7 +270,10 @@ def to_data(obj: Any, what: str = "pickle") -> Any:
         memo[key] = out
         return out
 
-    return conv(obj)
+    try:
+        return conv(obj)
+    except RecursionError:
+        raise PickleDataError(f"{what}: nested too deeply") from None
 
 
 def _dtype(call: Call, what: str) -> np.dtype:

@@ -195,3 +195,12 @@ def test_no_conf_file_names_the_ci_folder():
         p.name for p in (ROOT / "conf").rglob("*") if p.is_file() and "../shared" in p.read_text()
     ]
     assert names == []
+
+
+def test_the_safe_reader_refuses_malformed_and_deep_pickles():
+    with pytest.raises(safe_pickle.PickleDataError, match="malformed"):
+        safe_pickle.parse(b"\x80\x02]q\x00(K\x01")  # cut short
+    n = 100_000  # lists nested n deep: EMPTY_LIST n times, APPEND n - 1 times
+    deep = b"\x80\x02" + b"]" * n + b"a" * (n - 1) + b"."
+    with pytest.raises(safe_pickle.PickleDataError, match="nested too deeply"):
+        safe_pickle.to_data(safe_pickle.parse(deep))
