@@ -136,16 +136,20 @@ def test_bad_restriction_is_reported():
 
 
 def test_cli_takes_overrides_before_and_after_options(capsys):
-    from paretune.platform.cli import parse
+    """``paretune run c.yaml a=1 -q b=2``: both overrides reach the config (cli.main, as typed)."""
+    from paretune.platform import cli
 
-    args = parse(["run", "conf/quickstart.yaml", "a.b=1", "-q", "search.num_samples=2"])
-    assert args.quiet and args.overrides == ["a.b=1", "search.num_samples=2"]
-    assert parse(["run", "c.yaml", "-q"]).overrides == []
-    with pytest.raises(SystemExit):  # anything else stays an error, as argparse says it
-        parse(["run", "c.yaml", "-q", "--bogus"])
+    code = cli.main(["run", str(CONF / "quickstart.yaml"), "seed=x", "-q", "bogus_key=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "seed = 'x'" in err and "bogus_key: unknown key" in err
+    code = cli.main(["run", str(CONF / "quickstart.yaml"), "-q", "search.num_samples=0"])
+    assert code == 2 and "search.num_samples = 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # anything else stays an error, as argparse says it
+        cli.main(["run", "c.yaml", "-q", "--bogus"])
+    assert exit_.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parse(["report", "dir", "x=1"])
+        cli.main(["report", "dir", "x=1"])
 
 
 # ---------------------------------------------------------------------- bad input, as typed
