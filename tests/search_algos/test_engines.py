@@ -15,7 +15,8 @@ from paretune.search_algos import Engine, Proposal, engine_names, make_engine
 from paretune.search_algos.evolution import RegularizedEvolution
 from paretune.search_algos.pareto import constrained_dominates
 from paretune.search_algos.random_search import RandomSearch, UnseenSampler
-from paretune.spaces import NB201Space
+from paretune.spaces import NB201Space, make_space
+from paretune.spaces.base import Decision, SearchSpace
 
 SPACE = NB201Space()
 OBJECTIVES = ObjectiveSet.of(("accuracy", "max"), ("params", "min"))
@@ -458,3 +459,103 @@ def test_evolution_beats_random_on_nb201(nb201_path) -> None:
                 archs.append(p.arch)
             found.append(bench.gap(archs))
     assert np.mean(gaps["regularized_evolution"]) < 0.8 * np.mean(gaps["random"])
+
+
+# ====================================================================== every engine on every space
+def _synthetic(sizes: list[int], name: str) -> SearchSpace:
+    return SearchSpace(
+        [Decision(f"d{k}", tuple(f"o{i}" for i in range(n))) for k, n in enumerate(sizes)],
+        name=name,
+    )
+
+
+MIXED = _synthetic([2, 9, 3, 5, 4, 7, 2, 6, 8], "mixed")  # decisions of 2 to 9 options
+WIDE = _synthetic([3, 2, 4] * 8, "wide")  # 24 decisions
+SPACES_UNDER_TEST = {
+    "nb201": SPACE,
+    "darts": make_space("darts"),
+    "mobilenet": make_space("mobilenet"),
+    "macro": make_space("macro"),
+    "choices": make_space("choices", decisions={"depth": [2, 3, 4], "width": [16, 32, 64]}),
+    "mixed": MIXED,
+    "wide": WIDE,
+}
+
+
+def generic_evaluate(space: SearchSpace) -> Callable[[Proposal], dict[str, float]]:
+    """Larger options buy accuracy with parameters, with a deterministic wobble."""
+    sizes = [len(d.options) for d in space.decisions]
+
+    def result(p: Proposal) -> dict[str, float]:
+        level = [i / max(1, n - 1) for i, n in zip(p.arch, sizes, strict=True)]
+        wobble = sum((k + 1) * i for k, i in enumerate(p.arch)) % 7
+        return {
+            "accuracy": 60.0 + 30.0 * float(np.mean(np.sqrt(level))) + 0.3 * wobble,
+            "params": 0.1 + float(np.sum(level)),
+        }
+
+    return result
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES_UNDER_TEST))
+@pytest.mark.parametrize("name", ENGINES)
+def test_every_engine_runs_on_every_space(name: str, space_name: str) -> None:
+    space = SPACES_UNDER_TEST[space_name]
+    result = generic_evaluate(space)
+    budget = min(120, space.size)
+
+    def flaky(p: Proposal) -> dict[str, float] | None:
+        return None if p.id % 9 == 4 else result(p)
+
+    engine = make_engine(name, space, OBJECTIVES, seed=0)
+    told = drive(engine, budget, in_flight=3, result=flaky)
+    assert len(told) == budget
+    assert len({p.arch for p in told}) == len(told)  # no architecture proposed twice
+    for p in told:
+        assert space.contains(p.arch) and isinstance(p.arch, tuple)
+        assert space.decode(space.encode(p.arch)) == p.arch
+        json.dumps(p.meta)
+    assert_archive_is_the_front(engine, OBJECTIVES)
+    # State round trip and determinism on this space.
+    state = json.loads(json.dumps(engine.state_dict()))
+    clone = make_engine(name, space, OBJECTIVES, seed=99)
+    clone.load_state_dict(state)
+    assert signature(drive(engine, 20, in_flight=2, result=result)) == signature(
+        drive(clone, 20, in_flight=2, result=result)
+    )
+    twin = make_engine(name, space, OBJECTIVES, seed=0)
+    assert signature(drive(twin, budget, in_flight=3, result=flaky)) == signature(told)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_small_space_is_exhausted_without_repeats(name: str) -> None:
+    space = SPACES_UNDER_TEST["choices"]  # 9 architectures
+    result = generic_evaluate(space)
+    engine = make_engine(name, space, OBJECTIVES, seed=1)
+    told = drive(engine, 30, in_flight=2, result=result)
+    archs = [p.arch for p in told]
+    assert len(set(archs)) == len(archs) <= 9
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES_UNDER_TEST))
+@pytest.mark.parametrize("name", ENGINES)
+def test_every_engine_is_screened_on_every_space(name: str, space_name: str) -> None:
+    from paretune.search_algos.screening import ScreenedEngine
+
+    space = SPACES_UNDER_TEST[space_name]
+    result = generic_evaluate(space)
+    limited = ObjectiveSet(
+        (
+            Objective("accuracy", "max"),
+            Objective("params", "min", limit=0.1 + space.num_decisions / 3),
+        )
+    )
+    inner = make_engine(name, space, limited, seed=2)
+    screened = ScreenedEngine(inner, lambda arch: result(Proposal(0, arch))["params"], margin=0.0)
+    budget = min(40, space.size)
+    drive(screened, budget, in_flight=2, result=result)
+    trials = [r for r in screened.history if not r.failed]
+    assert trials and all(space.contains(r.proposal.arch) for r in screened.history)
+    for r in trials:  # handed out: within the limit, or forced after max_screens
+        assert r.values["params"] <= limited["params"].limit or r.proposal.meta.get("screen")
+    assert screened.num_screened == len(screened.screened_records()) > 0

@@ -427,3 +427,46 @@ def test_parameters_shape_the_search() -> None:
     assert len(first_round) == 2 * 2  # two per lineage
     random_design = pertnas(TRADE, 15, initial_design="random")
     assert random_design.ask().meta["source"] != "design"
+
+
+def test_initial_design_generalises_the_single_operation_cells():
+    from paretune.search_algos.perturbation import design_cells
+    from paretune.spaces import NB201Space, make_space
+    from paretune.spaces.darts import DARTS_OPS
+
+    nb201 = NB201Space()
+    assert design_cells(nb201) == [(i,) * 6 for i in range(5)]
+    darts = make_space("darts")
+    cells = design_cells(darts)
+    assert len(cells) == 8
+    for op, arch in zip(DARTS_OPS, cells, strict=True):
+        g = darts.genotype(arch)
+        assert {o for o, _ in g.normal + g.reduce} == {op}
+    mobilenet = make_space("mobilenet")
+    small, middle, large = (mobilenet.to_params(a) for a in design_cells(mobilenet))
+    assert {small[d.name] for d in mobilenet.decisions if d.name.endswith("depth")} == {"2"}
+    assert {small[n] for n in small if n.endswith("kernel")} == {"3"}
+    assert {small[n] for n in small if n.endswith("expand")} == {"3"}
+    assert {large[n] for n in large if n.endswith("kernel")} == {"7"}
+    assert {large[n] for n in large if n.endswith("expand") or n.endswith("depth")} == {"6", "4"}
+    assert {middle[n] for n in middle if n.endswith("kernel")} == {"5"}
+    choices = make_space("choices", decisions={"depth": [2, 3, 4], "width": [8, 16]})
+    assert [choices.encode(a) for a in design_cells(choices)] == [
+        "depth=2,width=8",
+        "depth=3,width=16",
+        "depth=4,width=16",
+    ]
+    # restricted: only the options every edge still allows
+    narrow = nb201.restrict({"e0_1": ["none", "nor_conv_3x3"]})
+    assert design_cells(narrow) == [(0,) * 6, (3,) * 6]
+
+
+def test_pertnas_starts_from_the_design_on_darts():
+    from paretune.search_algos.perturbation import design_cells
+    from paretune.spaces import make_space
+
+    darts = make_space("darts")
+    eng = PerturbationEvolution(darts, TRADE, seed=0)
+    first = [eng.ask() for _ in range(8)]
+    assert {p.arch for p in first} == set(design_cells(darts))
+    assert all(p.meta["source"] == "design" for p in first)

@@ -383,3 +383,43 @@ def test_registered_and_validates_parameters():
         ProgressiveShrinking(NB201Space(), ACC_PARAMS, stage_lengths=[10])
     with pytest.raises(ValueError, match="accuracy objective"):
         ProgressiveShrinking(NB201Space(), ObjectiveSet.of(("params", "min")), reward="product")
+
+
+def test_schedule_is_derived_from_each_decisions_option_count():
+    from paretune.search_algos.shrinking import decision_schedules
+
+    assert decision_schedules([5] * 6, None) == [[5, 3, 2, 1]] * 6
+    assert decision_schedules([9, 2, 3, 1], None) == [
+        [9, 5, 3, 2, 1],
+        [2, 2, 1, 1, 1],
+        [3, 2, 1, 1, 1],
+        [1, 1, 1, 1, 1],
+    ]
+    assert decision_schedules([9, 2], [4, 1]) == [[4, 1], [2, 1]]  # given: capped counts
+    sizes = [2, 9, 3, 5, 4, 7, 2, 6, 8]
+    space = SearchSpace(
+        [Decision(f"d{k}", tuple(f"o{i}" for i in range(n))) for k, n in enumerate(sizes)]
+    )
+    eng = ProgressiveShrinking(space, ACC_PARAMS, seed=0, stage_lengths=[10, 10, 10, 10])
+    seen_sizes = []
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        p = eng.ask()
+        eng.tell(p, {"accuracy": float(rng.random()), "params": float(rng.random())})
+        seen_sizes.append(tuple(len(a) for a in eng.space.allowed))
+    stages = list(dict.fromkeys(seen_sizes))
+    # every decision shrinks at every stage in proportion to its own options, down to 1
+    assert stages[0] == tuple(sizes)
+    assert stages[1] == (2, 5, 2, 3, 3, 4, 2, 4, 5)
+    assert stages[2] == (1, 3, 1, 2, 2, 3, 1, 2, 3)
+    assert stages[3] == (1, 2, 1, 2, 1, 2, 1, 2, 2)
+    assert stages[-1] == (1,) * len(sizes)
+    assert eng.converged
+    state = eng.state_dict()
+    assert state["engine_state"]["keep"][1] == [9, 5, 3, 2, 1]
+    # a state saved before per-decision schedules (no "keep") loads with one count for all
+    old = json.loads(json.dumps(state))
+    del old["engine_state"]["keep"]
+    twin = ProgressiveShrinking(space, ACC_PARAMS, seed=0, stage_lengths=[10, 10, 10, 10])
+    twin.load_state_dict(old)
+    assert twin.keep[0] == [2, 2, 2, 2, 1]

@@ -26,8 +26,11 @@ Design
   decision. The table is derived from the stored observations, so it survives a state round trip.
 * **Initial design.** The search starts with the single-operation cells (one option on every
   decision, for each option name that every decision offers; e.g. "all ``nor_conv_3x3``",
-  "all ``skip_connect``"), which span the cost extremes of a cell space. ``initial_design =
-  "random"`` (or a space whose decisions share no option name) skips this.
+  "all ``skip_connect``"), which span the cost extremes of a cell space. On other spaces the
+  largest group of decisions sharing an option list takes the role of the edges and the other
+  decisions follow at the same relative rank (``design_cells``: DARTS's 8 single-operation
+  cells; on MobileNet all kernel 3 / expansion 3 / depth 2 up to kernel 7 / expansion 6 /
+  depth 4). ``initial_design = "random"`` skips this.
 * **Population and lineages.** ``population_size`` lineages (PertNAS's ``P = 4``) each own a
   compact architecture (its *anchor*), a trade-off weight vector over the objectives (round 0:
   each objective's corner, then the centre; later rounds walk a shuffled simplex lattice) and a
@@ -92,6 +95,7 @@ from paretune.search_algos.perturbation.engine import (
     INITIAL_DESIGNS,
     PHASES,
     PerturbationEvolution,
+    design_cells,
 )
 from paretune.search_algos.perturbation.lineage import Lineage
 from paretune.search_algos.perturbation.motif import MotifModel, fit_motif_model
@@ -102,5 +106,6 @@ __all__ = [
     "Lineage",
     "MotifModel",
     "PerturbationEvolution",
+    "design_cells",
     "fit_motif_model",
 ]

@@ -37,6 +37,40 @@ PHASES = ("seed", "expand", "coarse", "fine", "local")
 INITIAL_DESIGNS = ("uniform", "random")
 
 
+def design_cells(space: SearchSpace) -> list[Arch]:
+    """The initial design: the single-operation cells of ``space``, generalised to any space.
+
+    The decisions are grouped by their option lists; the largest group (the first on ties), e.g.
+    every edge of a cell space, gets one cell per option name that all its decisions allow, with
+    that option on all of them ("all ``nor_conv_3x3``", "all ``skip_connect``"). Every other
+    decision takes the option at the same relative rank among its allowed options (the ``r``-th
+    of ``m`` cells: position ``r (n - 1) / (m - 1)`` of its ``n``, halves rounded up), so on spaces whose
+    options are ordered by size (kernel, expansion, depth, width) the design runs from the
+    smallest to the largest network. On NB201 every decision is in the group: the design is the
+    5 single-operation cells.
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for k, d in enumerate(space.decisions):
+        groups.setdefault(d.options, []).append(k)
+    options, members = max(groups.items(), key=lambda item: len(item[1]))
+    common = set.intersection(*({options[i] for i in space.allowed[k]} for k in members))
+    names = sorted(common, key=options.index)
+    m = len(names)
+    cells = []
+    for r, name in enumerate(names):
+        arch = []
+        for k, d in enumerate(space.decisions):
+            if d.options == options:
+                arch.append(d.options.index(name))
+            else:
+                a = space.allowed[k]
+                arch.append(
+                    int(a[(2 * r * (len(a) - 1) + m - 1) // (2 * (m - 1))] if m > 1 else a[0])
+                )
+        cells.append(tuple(arch))
+    return cells
+
+
 @register
 class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
     """PertNAS-style perturbation evolution with a multi-objective motif table.
@@ -394,21 +428,14 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
 
     # ------------------------------------------------------------------ initial design, seeds
     def _design_cell(self) -> Arch | None:
-        """The next unproposed single-operation cell (one option name on every decision)."""
-        names = [
-            {d.options[i] for i in a}
-            for d, a in zip(self.space.decisions, self.space.allowed, strict=True)
-        ]
-        common = sorted(
-            set.intersection(*names), key=lambda n: self.space.decisions[0].options.index(n)
-        )
+        """The next unproposed cell of the initial design (see :func:`design_cells`)."""
+        cells = design_cells(self.space)
         if self._design_order is None:
-            self._design_order = [int(i) for i in self.rng.permutation(len(common))]
+            self._design_order = [int(i) for i in self.rng.permutation(len(cells))]
         while self._design_order:
-            name = common[self._design_order.pop(0)]
-            arch = tuple(d.options.index(name) for d in self.space.decisions)
-            if self._fresh(arch):
-                return arch
+            i = self._design_order.pop(0)
+            if i < len(cells) and self._fresh(cells[i]):  # fewer cells once the space narrowed
+                return cells[i]
         return None
 
     # ------------------------------------------------------------------ motif model

@@ -9,8 +9,9 @@ gradient ``mean_j (R_j - b) grad(-log pi(a_j))``, norm clipping at 5, Adam with 
 table a run has tens of REINFORCE steps, not thousands, and 6e-3 leaves the policy uniform.
 
 A stage ends after a configured number of *results* (never wall-clock time), then the
-lowest-probability options of every decision are dropped (NB201: 5 -> 3 -> 2 -> 1 options;
-ties keep the lower option index) and ``self.space`` becomes the restricted space. Results of
+lowest-probability options of every decision are dropped, each decision in proportion to its
+own option count (NB201: 5 -> 3 -> 2 -> 1 options; 9 -> 5 -> 3 -> 2 -> 1 next to 2 -> 2 -> 1 -> 1
+-> 1, see ``decision_schedules``; ties keep the lower option index) and ``self.space`` becomes the restricted space. Results of
 proposals made before a shrink that fall outside the new space are recorded (history, archive)
 but never enter the gradient; keep stage lengths well above the number of trials in flight.
 Stage lengths: ``stage_lengths``, else fractions of a ``budget`` hint (stage 0 gets
@@ -60,6 +61,7 @@ from paretune.search_algos.shrinking.engine import (
     LOCAL_ORDERS,
     REWARDS,
     ProgressiveShrinking,
+    decision_schedules,
     default_schedule,
     default_stage_fractions,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "LOCAL_ORDERS",
     "REWARDS",
     "ProgressiveShrinking",
+    "decision_schedules",
     "default_schedule",
     "default_stage_fractions",
 ]

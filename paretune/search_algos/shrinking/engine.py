@@ -42,6 +42,22 @@ def default_schedule(num_options: int) -> list[int]:
     return out
 
 
+def decision_schedules(sizes: Sequence[int], schedule: Sequence[int] | None) -> list[list[int]]:
+    """Options kept per decision and stage.
+
+    Without ``schedule`` the stages follow :func:`default_schedule` of the largest decision and
+    every decision shrinks in proportion to its own option count: ``ceil(n * s / s_max)`` (NB201:
+    5 -> 3 -> 2 -> 1 on every edge; with 9 and 2 options, 9 -> 5 -> 3 -> 2 -> 1 and
+    2 -> 2 -> 1 -> 1 -> 1). A given ``schedule`` is a count per stage for every decision,
+    capped at the decision's options.
+    """
+    if schedule is None:
+        steps = default_schedule(max(sizes))
+        top = steps[0]
+        return [[-(-n * s // top) for s in steps] for n in sizes]
+    return [[min(n, int(s)) for s in schedule] for n in sizes]
+
+
 def default_stage_fractions(budget: int, stages: int) -> list[float]:
     """Fractions of ``budget`` for the ``stages`` stages before the last (see module doc)."""
     first = FIRST_STAGE_FRACTION * min(1.0, budget / FIRST_STAGE_FULL_BUDGET)
@@ -67,7 +83,8 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         weight_decay: L2 weight decay added to the gradient (as torch's Adam does).
         clip_norm: gradient norm clipping.
         baseline_decay: weight of the new batch mean in the moving baseline.
-        schedule: options kept per decision in each stage (first entry = all options).
+        schedule: options kept per decision in each stage (first entry = all options), capped
+            at each decision's options; default: derived per decision (``decision_schedules``).
         stage_lengths: results per stage for every stage but the last (which is open-ended).
         budget: expected number of evaluations; scales the default stage lengths.
         stage_fractions: fractions of ``budget`` per stage when ``stage_lengths`` is not given
@@ -141,6 +158,10 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         kmax = int(self._sizes.max())
         self._exists = np.arange(kmax)[None, :] < self._sizes[:, None]
         self.schedule = self._init_schedule(schedule)
+        # Options kept per decision and stage (each decision shrinks by its own option count).
+        self.keep = decision_schedules(
+            [int(n) for n in self._sizes], None if schedule is None else self.schedule
+        )
         self.stage_lengths = self._init_stage_lengths(stage_lengths, budget, stage_fractions)
         self.budget = budget
 
@@ -232,10 +253,13 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         return [max(m, int(budget * f / m) * m) for f in fr]
 
     def _apply_schedule_start(self) -> None:
-        """Restrict the starting space to ``schedule[0]`` options (top logits) if that is fewer."""
-        keep = self.schedule[0]
-        if any(len(a) > keep for a in self.space.allowed):
+        """Restrict the starting space to the first stage's options (top logits) if fewer."""
+        keep = self._stage_keep(0)
+        if any(len(a) > k for a, k in zip(self.space.allowed, keep, strict=True)):
             self.space = self.space.restrict(self._top_options(keep))
+
+    def _stage_keep(self, stage: int) -> list[int]:
+        return [k[stage] for k in self.keep]
 
     # ------------------------------------------------------------------ policy
     def _mask(self) -> np.ndarray:
@@ -322,9 +346,12 @@ class ProgressiveShrinking(ParetoRewards, Engine):
             return arch
         if self.space.size <= ENUMERATE_LIMIT:
             cands = np.array(list(itertools.product(*self.space.allowed)), dtype=int)
-            radix = np.cumprod(np.r_[1, self._sizes[:0:-1]])[::-1]
-            seen = np.array([np.dot(a, radix) for a in self._seen], dtype=np.int64)
-            unseen = ~np.isin(cands @ radix, seen)
+            if math.prod(int(n) for n in self._sizes) < 2**62:
+                radix = np.cumprod(np.r_[1, self._sizes[:0:-1]])[::-1]
+                seen = np.array([np.dot(a, radix) for a in self._seen], dtype=np.int64)
+                unseen = ~np.isin(cands @ radix, seen)
+            else:  # codes would overflow int64: compare the tuples
+                unseen = np.array([tuple(int(i) for i in c) not in self._seen for c in cands])
             if not unseen.any():
                 return None
             cands = cands[unseen]
@@ -437,19 +464,20 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         self.logits = np.where(mask, self.logits - step, self.logits)
 
     # ------------------------------------------------------------------ shrinking
-    def _top_options(self, keep: int) -> list[list[int]]:
-        """Per decision, the ``keep`` allowed options of highest logit (ties: lower index)."""
+    def _top_options(self, keep: Sequence[int]) -> list[list[int]]:
+        """Per decision ``k``, the ``keep[k]`` allowed options of highest logit (ties: lower
+        index)."""
         out = []
         for k, a in enumerate(self.space.allowed):
             opts = list(a)
             order = sorted(opts, key=lambda i, k=k: (-self.logits[k, i], i))
-            out.append(sorted(order[: min(keep, len(opts))]))
+            out.append(sorted(order[: min(keep[k], len(opts))]))
         return out
 
     def _shrink(self) -> None:
         """End the stage: drop the lowest-probability options, start the next stage."""
         new_stage = self.stage + 1
-        kept = self._top_options(self.schedule[new_stage])
+        kept = self._top_options(self._stage_keep(new_stage))
         dropped = {
             d.name: [d.options[i] for i in a if i not in kept[k]]
             for k, (d, a) in enumerate(zip(self.space.decisions, self.space.allowed, strict=True))
@@ -541,6 +569,7 @@ class ProgressiveShrinking(ParetoRewards, Engine):
             "stage_results": self.stage_results,
             "stage_lengths": list(self.stage_lengths),
             "schedule": list(self.schedule),
+            "keep": [list(k) for k in self.keep],
             "buffer": [dict(b) for b in self.buffer],
             "recent_rewards": list(self.recent_rewards),
             "shrink_history": [dict(h) for h in self.shrink_history],
@@ -557,6 +586,10 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         self.stage_results = int(state["stage_results"])
         self.stage_lengths = [int(x) for x in state["stage_lengths"]]
         self.schedule = [int(x) for x in state["schedule"]]
+        if "keep" in state:
+            self.keep = [[int(x) for x in k] for k in state["keep"]]
+        else:  # a state written before per-decision schedules: one count for every decision
+            self.keep = decision_schedules([int(n) for n in self._sizes], self.schedule)
         self.buffer = [
             {"id": int(b["id"]), "arch": [int(i) for i in b["arch"]], "values": b["values"]}
             for b in state["buffer"]
