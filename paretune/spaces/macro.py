@@ -11,8 +11,12 @@ benchmark's ``trained_arch``): 3,969 distinct networks among the 6,561 architect
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from paretune.spaces.base import Arch, Decision, SearchSpace
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MACRO_CHOICES: tuple[str, ...] = ("0", "1", "2")
 MACRO_CHOICE_NAMES: dict[str, str] = {"0": "id", "1": "ir_3x3_t3", "2": "ir_5x5_t6"}
@@ -60,3 +64,11 @@ class MacroSpace(SearchSpace):
             out += [stage[0], *rest, *([0] * (n - 1 - len(rest)))]
             k += n
         return tuple(out)
+
+    def build(
+        self, arch: Sequence[int], *, in_channels: int = 3, num_classes: int = 10
+    ) -> nn.Module:
+        """The benchmark's network (see :mod:`paretune.spaces.macro_model`)."""
+        from paretune.spaces.macro_model import MacroNetwork
+
+        return MacroNetwork(self.validate(arch), in_channels=in_channels, num_classes=num_classes)
