@@ -98,7 +98,7 @@ def test_macro_space_uses_the_benchmark_keys_and_canonical_form() -> None:
 
 
 def test_make_space_for_every_kind_and_its_errors() -> None:
-    assert set(SPACES) == {"nb201", "darts", "mobilenet", "macro", "choices"}
+    assert set(SPACES) == {"nb201", "darts", "mobilenet", "macro", "choices", "python"}
     assert isinstance(make_space("nb201"), NB201Space)
     assert make_space("nb201", {"e0_1": ["none"]}).size == 5**5
     assert make_space("macro", restrict={"layer1": ["1", "2"]}).size == 2 * 3**7
@@ -108,3 +108,40 @@ def test_make_space_for_every_kind_and_its_errors() -> None:
         make_space("darts", decisions={"a": [1]})
     with pytest.raises(ValueError, match=r"missing settings \['decisions'\]"):
         make_space("choices")
+
+
+def test_python_space_from_a_users_factory(tmp_path) -> None:
+    (tmp_path / "user_space_mod.py").write_text(
+        "from paretune.spaces import ChoicesSpace\n"
+        "def make(depth=(1, 2)):\n"
+        "    return ChoicesSpace({'depth': list(depth), 'kernel': [3, 5]})\n"
+        "def not_a_space():\n"
+        "    return 42\n"
+        "def broken():\n"
+        "    raise RuntimeError('no GPU here')\n"
+        "VALUE = 3\n"
+    )
+    space = make_space("python", factory="user_space_mod:make", sources=str(tmp_path))
+    assert space.size == 4 and space.to_dict((1, 1)) == {"depth": 2, "kernel": 5}
+    bigger = make_space(
+        "python",
+        factory="user_space_mod:make",
+        args={"depth": [1, 2, 3]},
+        restrict={"kernel": ["3"]},
+    )
+    assert bigger.size == 3
+    cases = [
+        ({"factory": "user_space_mod"}, "expected 'module:function'"),
+        ({"factory": "no_such_mod_xyz:make"}, "module 'no_such_mod_xyz' not found"),
+        ({"factory": "user_space_mod:missing"}, "has no attribute 'missing'"),
+        ({"factory": "user_space_mod:VALUE"}, "int is not callable"),
+        ({"factory": "user_space_mod:not_a_space"}, "returned int, expected"),
+        ({"factory": "user_space_mod:broken"}, "failed: RuntimeError: no GPU here"),
+        ({"factory": "user_space_mod:make", "args": [1]}, "space.args"),
+        ({"factory": "user_space_mod:make", "sources": str(tmp_path / "nope")}, "not a folder"),
+    ]
+    for settings, match in cases:
+        with pytest.raises(ValueError, match=match):
+            make_space("python", **settings)
+    with pytest.raises(ValueError, match=r"missing settings \['factory'\]"):
+        make_space("python")
