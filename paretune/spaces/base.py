@@ -136,6 +136,19 @@ class SearchSpace:
             return tuple(arch)
         return options[int(rng.integers(len(options)))]
 
+    def canonical(self, arch: Sequence[int]) -> Arch:
+        """One representative of the architectures that build the same network as ``arch``.
+
+        The default is ``arch`` itself; spaces with unused decisions (e.g. MobileNet's block slots
+        beyond a stage's depth, NAS-Bench-Macro's identities) override it.
+        """
+        return as_arch(arch)
+
+    def cell_graphs(self, arch: Sequence[int]) -> dict[str, list[tuple[int, int, str]]] | None:
+        """For cell spaces, each cell as ``(source node, target node, operation)`` edges (for
+        pictures and graph predictors); ``None`` for spaces that are not cells."""
+        return None
+
     def __iter__(self) -> Iterator[Arch]:
         """All architectures of the (restricted) space, in lexicographic order."""
         return (tuple(p) for p in itertools.product(*self.allowed))

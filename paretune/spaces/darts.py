@@ -153,6 +153,15 @@ class DartsSpace(SearchSpace):
                 arch += [DARTS_OPS.index(op_a), DARTS_OPS.index(op_b)]
         return self.validate(arch)
 
+    def cell_graphs(self, arch: Sequence[int]) -> dict[str, list[tuple[int, int, str]]]:
+        """Per cell the 8 chosen edges ``(input state, node, operation)``; states 0 and 1 are
+        the cell inputs, nodes 2..5 are concatenated into the output."""
+        g = self.genotype(arch)
+        return {
+            cell: [(src, NODES[k // 2], op) for k, (op, src) in enumerate(edges)]
+            for cell, edges in (("normal", g.normal), ("reduce", g.reduce))
+        }
+
     # ---------------------------------------------------------------- encoding
     def encode(self, arch: Sequence[int]) -> str:
         g = self.genotype(arch)

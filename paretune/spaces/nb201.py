@@ -90,6 +90,11 @@ class NB201Space(SearchSpace):
                 arch.append(NB201_OPS.index(op))
         return self.validate(arch)
 
+    def cell_graphs(self, arch: Sequence[int]) -> dict[str, list[tuple[int, int, str]]]:
+        """The cell's 6 edges ``(source, target, operation)``, in the standard edge order."""
+        arch = self.validate(arch)
+        return {"cell": [(s, d, NB201_OPS[i]) for (s, d), i in zip(NB201_EDGES, arch, strict=True)]}
+
     def build(
         self,
         arch: Sequence[int],

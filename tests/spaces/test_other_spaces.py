@@ -145,3 +145,30 @@ def test_python_space_from_a_users_factory(tmp_path) -> None:
             make_space("python", **settings)
     with pytest.raises(ValueError, match=r"missing settings \['factory'\]"):
         make_space("python")
+
+
+def test_cell_graphs_and_canonical_for_every_kind() -> None:
+    from paretune.spaces.darts import DARTS_V2
+
+    nb201 = NB201Space()
+    arch = nb201.decode(
+        "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|none~2|"
+    )
+    assert nb201.cell_graphs(arch) == {
+        "cell": [
+            (0, 1, "nor_conv_3x3"),
+            (0, 2, "skip_connect"),
+            (1, 2, "none"),
+            (0, 3, "nor_conv_1x1"),
+            (1, 3, "avg_pool_3x3"),
+            (2, 3, "none"),
+        ]
+    }
+    assert nb201.canonical(arch) == arch
+    darts = make_space("darts")
+    graphs = darts.cell_graphs(darts.decode(DARTS_V2))
+    assert graphs["normal"][-1] == (2, 5, "dil_conv_3x3") and len(graphs["reduce"]) == 8
+    assert {d for _, d, _ in graphs["normal"]} == {2, 3, 4, 5}
+    for kind in ("mobilenet", "macro"):
+        space = make_space(kind)
+        assert space.cell_graphs(space.sample(np.random.default_rng(0))) is None
