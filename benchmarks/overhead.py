@@ -9,9 +9,11 @@ repeats, median of each):
 2. tracking overhead: the full ``paretune`` run (``launcher.run``) with MLflow tracking on
    (SQLite store) against the same run with tracking off. Target: ratio >= 0.80.
 
-With tracking on, a run also starts the MLflow writer process (see
-``paretune.platform.mlflow_writer``); like the driver's own MLflow import, that happens once per
-driver process, in the warm-up here. ``--only tracking`` (or ``searcher``) runs one comparison.
+With tracking on, each run starts its own MLflow writer process (see
+``paretune.platform.mlflow_writer``; counted) and writes every trial run through MlflowClient's
+public calls; ``PARETUNE_MLFLOW_SQL_INSERT=1`` measures the opt-in SQL inserts instead. The
+driver's own MLflow import happens once, in the warm-up. ``--only tracking`` (or ``searcher``)
+runs one comparison.
 
 Usage::
 

@@ -102,7 +102,7 @@ class ProcessWriter:
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
-            self.proc.returncode = 0  # not ours to wait for any more (no ResourceWarning)
+            pass  # it writes on by itself; the subprocess module reaps it once it exits
         self.ops.close()
         self.replies.close()
 
