@@ -140,9 +140,22 @@ class SearchSpace:
         """One representative of the architectures that build the same network as ``arch``.
 
         The default is ``arch`` itself; spaces with unused decisions (e.g. MobileNet's block slots
-        beyond a stage's depth, NAS-Bench-Macro's identities) override it.
+        beyond a stage's depth, NAS-Bench-Macro's identities) override it. It ignores the
+        restriction: the same network has the same representative in every restriction.
         """
         return as_arch(arch)
+
+    def validate_full(self, arch: Sequence[int]) -> Arch:
+        """Like :meth:`validate`, but against every option of the unrestricted space."""
+        arch = as_arch(arch)
+        if len(arch) != self.num_decisions or any(
+            not 0 <= i < len(d.options) for d, i in zip(self.decisions, arch, strict=True)
+        ):
+            raise ValueError(
+                f"not an architecture of space {self.name!r}: {arch!r} "
+                f"({self.num_decisions} option indices expected)"
+            )
+        return arch
 
     def cell_graphs(self, arch: Sequence[int]) -> dict[str, list[tuple[int, int, str]]] | None:
         """For cell spaces, each cell as ``(source node, target node, operation)`` edges (for

@@ -55,7 +55,7 @@ class MacroSpace(SearchSpace):
 
     def canonical(self, arch: Sequence[int]) -> Arch:
         """The benchmark's ``trained_arch``: non-first identities moved to the stage's end."""
-        arch = self.validate(arch)
+        arch = self.validate_full(arch)
         out: list[int] = []
         k = 0
         for n in MACRO_STAGES:

@@ -77,7 +77,7 @@ class MobileNetSpace(SearchSpace):
 
     def blocks(self, arch: Sequence[int]) -> list[Block]:
         """The searchable blocks the architecture builds (unused slots left out)."""
-        params = self.to_params(self.validate(arch))
+        params = self.to_params(self.validate_full(arch))
         out = []
         for i, stage in enumerate(STAGES, start=1):
             depth = int(params.get(f"s{i}_depth", stage.depths[0]))
@@ -93,8 +93,8 @@ class MobileNetSpace(SearchSpace):
         return out
 
     def canonical(self, arch: Sequence[int]) -> Arch:
-        """``arch`` with unused block slots set to their first allowed option."""
-        arch = list(self.validate(arch))
+        """``arch`` with unused block slots set to their first option."""
+        arch = list(self.validate_full(arch))
         params = self.to_params(arch)
         for k, d in enumerate(self.decisions):
             stage, _, rest = d.name.partition("_")
@@ -103,7 +103,7 @@ class MobileNetSpace(SearchSpace):
             i = int(stage[1:])
             depth = int(params.get(f"s{i}_depth", STAGES[i - 1].depths[0]))
             if int(rest[1:].split("_")[0]) > depth:
-                arch[k] = self.allowed[k][0]
+                arch[k] = 0
         return tuple(arch)
 
     def mobilenet_v2(self) -> Arch:
