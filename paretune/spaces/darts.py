@@ -42,6 +42,8 @@ DARTS_OPS: tuple[str, ...] = (
 CELLS: tuple[str, ...] = ("normal", "reduce")
 NODES: tuple[int, ...] = (2, 3, 4, 5)
 CONCAT: tuple[int, ...] = (2, 3, 4, 5)
+# The 14 candidate edges of a cell's supernet, (input state, node), in DARTS's order.
+DARTS_EDGES: tuple[tuple[int, int], ...] = tuple((i, n) for n in NODES for i in range(n))
 
 _EXAMPLE = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ...], normal_concat=range(2, 6), "

@@ -470,3 +470,39 @@ def test_pertnas_starts_from_the_design_on_darts():
     first = [eng.ask() for _ in range(8)]
     assert {p.arch for p in first} == set(design_cells(darts))
     assert all(p.meta["source"] == "design" for p in first)
+
+
+def test_motif_model_and_narrowing_on_decisions_of_different_sizes():
+    """2 to 9 options: the motif table covers every option, and narrowing removes an option
+    that is worse on both objectives than another of its decision, and only such options."""
+    sizes = [2, 9, 3, 5, 4, 7, 2, 6, 8]
+    space = SearchSpace(
+        [Decision(f"d{k}", tuple(f"o{i}" for i in range(n))) for k, n in enumerate(sizes)],
+        name="mixed",
+    )
+
+    # option i of decision k: accuracy rises and cost falls with i for even i; odd i are
+    # dominated by the option below them (less accuracy and more cost).
+    def evaluate(arch):
+        acc = sum(i if i % 2 == 0 else i - 1.5 for i in arch)
+        cost = sum(-i if i % 2 == 0 else -(i - 1) + 1.0 for i in arch)
+        return {"accuracy": float(acc), "params": float(cost)}
+
+    engine = PerturbationEvolution(space, TRADE, seed=0, prune_min_count=8)
+    for _ in range(500):
+        p = engine.ask()
+        if p is None:
+            break
+        engine.tell(p, evaluate(p.arch))
+    rows = engine.motif_table()
+    assert len(rows) == sum(sizes)
+    assert [r["option"] for r in rows if r["decision"] == "d1"] == [f"o{i}" for i in range(9)]
+    removed = [
+        (k, o) for k, n in enumerate(sizes) for o in range(n) if o not in engine.space.allowed[k]
+    ]
+    assert removed  # something was narrowed
+    # every option but the largest even one is dominated; that one is never removed
+    for k, n in enumerate(sizes):
+        best = n - 1 if (n - 1) % 2 == 0 else n - 2
+        assert best in engine.space.allowed[k], (k, engine.space.allowed[k])
+    assert engine.space.is_restricted and all(len(a) >= 1 for a in engine.space.allowed)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from paretune.spaces import DartsSpace, make_space
-from paretune.spaces.darts import DARTS_OPS, DARTS_V2, PERTNAS, parse_genotype
+from paretune.spaces.darts import DARTS_EDGES, DARTS_OPS, DARTS_V2, PERTNAS, parse_genotype
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +38,9 @@ def test_decisions_cover_both_cells_with_two_inputs_per_node() -> None:
     )
     assert set(DARTS_OPS) >= {"none", "sep_conv_3x3", "dil_conv_5x5", "max_pool_3x3"}
     assert space.size == (3 * 6 * 10) ** 2 * 8**16
+    assert len(DARTS_EDGES) == 14 and DARTS_EDGES[:3] == ((0, 2), (1, 2), (0, 3))
+    graphs = space.cell_graphs(space.sample(np.random.default_rng(0)))
+    assert all((s, d) in DARTS_EDGES for edges in graphs.values() for s, d, _ in edges)
     assert make_space("darts").size == space.size
 
 
