@@ -368,3 +368,21 @@ def test_failing_writes_warn_once_per_kind_in_one_line_without_credentials():
     assert "s3cret-pw" not in text and "paretune:***@db.example" in text
     assert "paretune sync-mlflow <experiment dir>" in text
     assert not [r for r in replies if isinstance(r, StoreProblem)]  # unreachable, not lost
+
+
+def test_one_writer_per_experiment_through_a_lock_in_its_folder(tmp_path):
+    """The writer of a resumed search waits for an orphaned one of the same experiment; the
+    lock is a file in the experiment folder (none in /tmp), held while a session writes."""
+    import fcntl
+
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    with mlflow_writer.session_lock(str(exp_dir)):
+        lock = exp_dir / mlflow_writer.LOCK_FILE
+        with open(lock, "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go at the end of the session
+    with mlflow_writer.session_lock(None):  # no folder: no lock, no file anywhere
+        pass
