@@ -195,6 +195,9 @@ class MlflowTracker(Callback):
         self.runs: dict[str, str] = {}
         self.ended: set[str] = set()
         self._init_transient()
+        # Started now, not in setup(): the writer imports MLflow and opens the store while
+        # Ray Tune builds the search.
+        self._w()
 
     def _init_transient(self) -> None:
         self.writer: ProcessWriter | ThreadWriter | None = None
