@@ -110,11 +110,12 @@ class ObjectiveConfig(_Strict):
     reference: float | None = None
 
 
-OPTUNA_ALGORITHMS = ("nsga2", "tpe")
+OPTUNA_ALGORITHMS = ("nsga2", "tpe", "gp")
 
 
 class SearchConfig(_Strict):
-    """The search algorithm: a paretune engine name or an Optuna sampler (``nsga2``, ``tpe``).
+    """The search algorithm: a paretune engine name or an Optuna sampler (``nsga2``, ``tpe``,
+    ``gp``).
 
     ``segment_size``: Ray Tune keeps every trial of one ``Tuner.fit`` in the driver's memory
     until it returns (tens of KB each). A longer search runs as consecutive fits of this many
@@ -167,7 +168,11 @@ def algorithm_parameters(algorithm: str) -> list[str] | None:
     if algorithm in OPTUNA_ALGORITHMS:
         import optuna
 
-        cls = optuna.samplers.NSGAIISampler if algorithm == "nsga2" else optuna.samplers.TPESampler
+        cls = {
+            "nsga2": optuna.samplers.NSGAIISampler,
+            "tpe": optuna.samplers.TPESampler,
+            "gp": optuna.samplers.GPSampler,
+        }[algorithm]
         skip = _OPTUNA_SET_BY_PARETUNE
     else:
         from paretune.search_algos import ENGINES, engine_names

@@ -7,7 +7,8 @@ infinite results to the engine as failures, and saves/restores through the engin
 
     {"arch": "<architecture string>", "proposal": {"id": 7, "meta": {...}}}
 
-``make_optuna_searcher`` builds Ray's ``OptunaSearch`` with NSGA-II or TPE over the same space;
+``make_optuna_searcher`` builds Ray's ``OptunaSearch`` with NSGA-II, TPE or a Gaussian-process
+sampler (Bayesian optimisation) over the same space;
 its trial configs hold one key per decision instead of ``arch``.
 """
 
@@ -423,6 +424,16 @@ class ConstrainedTPESampler(_ConstraintsFromToldValues, optuna.samplers.TPESampl
             super().__init__(constraints_func=self._constraints, **params)
 
 
+class ConstrainedGPSampler(_ConstraintsFromToldValues, optuna.samplers.GPSampler):
+    """Optuna's Gaussian-process sampler with the objectives' limits as constraints."""
+
+    def __init__(self, objectives: ObjectiveSet, **params: Any) -> None:
+        self._set_limits(objectives)
+        with warnings.catch_warnings():  # deprecated in Optuna 5, kept until 7 (pyproject)
+            warnings.simplefilter("ignore", FutureWarning)
+            super().__init__(constraints_func=self._constraints, **params)
+
+
 def make_optuna_searcher(
     algorithm: str,
     space: SearchSpace,
@@ -430,10 +441,11 @@ def make_optuna_searcher(
     seed: int = 0,
     **params: Any,
 ) -> Searcher:
-    """Ray's ``OptunaSearch`` with Optuna's NSGA-II (``nsga2``) or TPE (``tpe``) sampler.
+    """Ray's ``OptunaSearch`` with Optuna's NSGA-II (``nsga2``), TPE (``tpe``) or
+    Gaussian-process (``gp``, multi-objective Bayesian optimisation) sampler.
 
     ``params`` go to the sampler (e.g. ``population_size`` for NSGA-II, ``n_startup_trials``
-    for TPE). Objective limits become Optuna constraints (the samplers' constrained
+    for TPE and GP). Objective limits become Optuna constraints (the samplers' constrained
     domination), computed from the values each trial is told.
     """
     limited = any(o.limit is not None for o in objectives)
@@ -449,8 +461,14 @@ def make_optuna_searcher(
             if limited
             else optuna.samplers.TPESampler(seed=seed, **params)
         )
+    elif algorithm == "gp":
+        sampler = (
+            ConstrainedGPSampler(objectives, seed=seed, **params)
+            if limited
+            else optuna.samplers.GPSampler(seed=seed, **params)
+        )
     else:
-        raise ValueError(f"unknown Optuna algorithm {algorithm!r} (allowed: nsga2, tpe)")
+        raise ValueError(f"unknown Optuna algorithm {algorithm!r} (allowed: nsga2, tpe, gp)")
     distributions = {
         d.name: optuna.distributions.CategoricalDistribution([d.options[i] for i in allowed])
         for d, allowed in zip(space.decisions, space.allowed, strict=True)

@@ -255,3 +255,24 @@ def test_an_unreadable_event_log_line_is_reported(tmp_path, caplog):
     restored.restore_from_dir(str(tmp_path))
     assert f"{events} line 6: cannot be read" in caplog.text
     assert len(restored.engine.history) == 2  # the events before it are replayed
+
+
+def test_gp_searcher_models_limits_as_constraints():
+    """Past its random start, ``gp`` proposes from a model of the objectives and of the limit:
+    the constraint values are recorded per trial and change what it proposes."""
+    limited = ObjectiveSet.of(("accuracy", "max"), Objective("params", "min", limit=0.5))
+    space = NB201Space()
+
+    def run(objectives: ObjectiveSet) -> tuple[list[str], Searcher]:
+        searcher = make_optuna_searcher("gp", space, objectives, seed=0, n_startup_trials=4)
+        return drive(searcher, 8), searcher
+
+    constrained, searcher = run(limited)
+    plain, _ = run(OBJECTIVES)
+    assert constrained[:4] == plain[:4]  # the same seeded random start
+    assert constrained[4:] != plain[4:]  # the limit steers the model-based proposals
+    trials = searcher._ot_study.get_trials()
+    assert len(trials) == 8
+    for t in trials:
+        params = synthetic_values(arch_from_config(space, t.params))["params"]
+        assert list(t.constraints.values()) == [pytest.approx(max(0.0, params - 0.5))]
