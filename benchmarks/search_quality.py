@@ -1,24 +1,33 @@
 """Search quality on the NB201 table: hypervolume gap per objective set, engine and budget.
 
-Runs engines directly through ask/tell against the table (no Ray), one evaluation in flight, for
-several seeds, and prints ``1 - HV(found)/HV(true front)`` under the convention of
-:mod:`benchmarks.nb201_bench`, with the test accuracy of the architecture the search would pick
-(best valid accuracy). Usage::
+Runs engines directly through ask/tell against the table (no Ray), for several seeds, and prints
+``1 - HV(found)/HV(true front)`` under the convention of :mod:`benchmarks.nb201_bench`, with the
+test accuracy of the architecture the search would pick (best valid accuracy). Usage::
 
     python benchmarks/search_quality.py --seeds 10 --budgets 100,300,1000 --out results.csv
     python benchmarks/search_quality.py --engines random,regularized_evolution \\
         --engine-param regularized_evolution.population_size=50
+    python benchmarks/search_quality.py --engines pertnas,tnd,optuna_gp --budgets 50,100,300 \\
+        --in-flight 1,8
+
+``--in-flight K`` keeps K proposals outstanding and tells their results back in a seeded random
+order, as a cluster with K workers would (Optuna: K trials asked, told back in random order);
+K = 1 is the plain ask/tell loop. ``optuna_gp`` (Optuna's Gaussian-process sampler, i.e.
+Bayesian optimisation) is not among the default engines: its cost grows with the history (see
+its wall time per run).
 
 An engine is run once per seed at the largest budget and scored on the prefixes of its run (its
-first 100, 300, ... evaluations): with one evaluation in flight and a seeded engine this is the
-same as separate runs. An engine whose constructor takes a ``budget`` parameter is run once per
-budget instead, with ``budget`` set.
+first 100, 300, ... results back): with one evaluation in flight and a seeded engine this is the
+same as separate runs; with K in flight it is the set a user has after that many results. An
+engine whose constructor takes a ``budget`` parameter is run once per budget instead, with
+``budget`` set.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import json
 import multiprocessing
 import os
@@ -38,7 +47,7 @@ from paretune.objectives.nb201_table import load_table, resolve_table_path  # no
 from paretune.search_algos import ENGINES, engine_names, make_engine  # noqa: E402
 from paretune.spaces.base import Arch  # noqa: E402
 
-OPTUNA_ENGINES = ("optuna_nsga2", "optuna_tpe")
+OPTUNA_ENGINES = ("optuna_nsga2", "optuna_tpe", "optuna_gp")
 DEFAULT_ENGINES = ("random", "regularized_evolution", "optuna_nsga2", "optuna_tpe")
 
 # Benchmarks built in the parent before the worker processes fork (inherited, not pickled).
@@ -52,34 +61,65 @@ def _bench(table_path: str, objective_set: str, dataset: str) -> NB201Benchmark:
     return _BENCHES[key]
 
 
+def _tell_order(seed: int, in_flight: int) -> np.random.Generator:
+    """The seeded order in which outstanding results come back (one stream per seed and K)."""
+    return np.random.default_rng([seed, in_flight, 20230])
+
+
 def run_engine(
-    bench: NB201Benchmark, engine: str, seed: int, budget: int, params: dict[str, Any]
-) -> tuple[list[Arch], list[float]]:
-    """Evaluate up to ``budget`` proposals; returns the archs in order and the CPU time after each."""
+    bench: NB201Benchmark,
+    engine: str,
+    seed: int,
+    budget: int,
+    params: dict[str, Any],
+    in_flight: int = 1,
+) -> tuple[list[Arch], list[float], list[float]]:
+    """Evaluate up to ``budget`` proposals with ``in_flight`` outstanding; returns the archs in
+    the order their results came back, and the CPU and wall time after each."""
     if engine in OPTUNA_ENGINES:
-        return _run_optuna(bench, engine, seed, budget, params)
+        return _run_optuna(bench, engine, seed, budget, params, in_flight)
     eng = make_engine(engine, bench.space, bench.objectives, seed=seed, **params)
+    order = _tell_order(seed, in_flight)
     archs: list[Arch] = []
     times: list[float] = []
-    start = time.process_time()
+    walls: list[float] = []
+    pending: list[Any] = []
+    asked = 0
+    start, wall_start = time.process_time(), time.perf_counter()
     while len(archs) < budget:
-        proposal = eng.ask()
-        if proposal is None:  # exhausted (one in flight: nothing to wait for)
+        while len(pending) < in_flight and asked < budget:
+            proposal = eng.ask()
+            if proposal is None:  # exhausted until a pending result comes back (or for good)
+                break
+            pending.append(proposal)
+            asked += 1
+        if not pending:  # exhausted with nothing outstanding
             break
+        k = 0 if len(pending) == 1 else int(order.integers(len(pending)))
+        proposal = pending.pop(k)
         eng.tell(proposal, bench.values(proposal.arch))
         archs.append(proposal.arch)
         times.append(time.process_time() - start)
-    return archs, times
+        walls.append(time.perf_counter() - wall_start)
+    return archs, times, walls
 
 
 def _run_optuna(
-    bench: NB201Benchmark, engine: str, seed: int, budget: int, params: dict[str, Any]
-) -> tuple[list[Arch], list[float]]:
-    """Optuna's NSGA-II or TPE through its ask/tell interface, one categorical per decision."""
+    bench: NB201Benchmark,
+    engine: str,
+    seed: int,
+    budget: int,
+    params: dict[str, Any],
+    in_flight: int = 1,
+) -> tuple[list[Arch], list[float], list[float]]:
+    """Optuna's NSGA-II, TPE or GP through its ask/tell interface, one categorical per decision;
+    ``in_flight`` trials asked before their results are told back in a seeded random order."""
     import optuna
 
     if engine == "optuna_nsga2":
         sampler = optuna.samplers.NSGAIISampler(seed=seed, **params)
+    elif engine == "optuna_gp":
+        sampler = optuna.samplers.GPSampler(seed=seed, **params)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, **params)
     study = optuna.create_study(
@@ -87,19 +127,29 @@ def _run_optuna(
     )
     choices = bench.space.allowed_names()
     names = bench.objectives.names
+    order = _tell_order(seed, in_flight)
     archs: list[Arch] = []
     times: list[float] = []
-    start = time.process_time()
-    for _ in range(budget):
-        trial = study.ask()
-        arch = bench.space.from_params(
-            {d: trial.suggest_categorical(d, opts) for d, opts in choices.items()}
-        )
+    walls: list[float] = []
+    pending: list[tuple[Any, Arch]] = []
+    asked = 0
+    start, wall_start = time.process_time(), time.perf_counter()
+    while len(archs) < budget:
+        while len(pending) < in_flight and asked < budget:
+            trial = study.ask()
+            arch = bench.space.from_params(
+                {d: trial.suggest_categorical(d, opts) for d, opts in choices.items()}
+            )
+            pending.append((trial, arch))
+            asked += 1
+        k = 0 if len(pending) == 1 else int(order.integers(len(pending)))
+        trial, arch = pending.pop(k)
         values = bench.values(arch)
         study.tell(trial, [values[n] for n in names])
         archs.append(arch)
         times.append(time.process_time() - start)
-    return archs, times
+        walls.append(time.perf_counter() - wall_start)
+    return archs, times, walls
 
 
 def _takes_budget(engine: str) -> bool:
@@ -114,7 +164,13 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     params = dict(job["params"])
     if job["budget_param"]:
         params["budget"] = max(job["budgets"])
-    archs, times = run_engine(bench, job["engine"], job["seed"], max(job["budgets"]), params)
+    if job["engine"] == "optuna_gp":  # one core per worker process (PyTorch would take them all)
+        import torch
+
+        torch.set_num_threads(1)
+    archs, times, walls = run_engine(
+        bench, job["engine"], job["seed"], max(job["budgets"]), params, job["in_flight"]
+    )
     rows = []
     for budget in job["budgets"]:
         found = archs[:budget]
@@ -122,6 +178,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "objectives": job["objectives"],
                 "engine": job["engine"],
+                "in_flight": job["in_flight"],
                 "seed": job["seed"],
                 "budget": budget,
                 "evaluated": len(found),
@@ -129,6 +186,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
                 "gap": bench.gap(found) if found else 1.0,
                 "best_test_acc": bench.best_test_accuracy(found),
                 "seconds": times[len(found) - 1] if found else 0.0,
+                "wall_seconds": walls[len(found) - 1] if found else 0.0,
             }
         )
     return rows
@@ -165,38 +223,42 @@ def build_jobs(
         for engine in engines:
             per_budget = _takes_budget(engine)
             budget_groups = [[b] for b in args.budgets] if per_budget else [list(args.budgets)]
-            for seed in range(args.seeds):
-                for budgets in budget_groups:
-                    jobs.append(
-                        {
-                            "table": args.table,
-                            "dataset": args.dataset,
-                            "objectives": objective_set,
-                            "engine": engine,
-                            "seed": seed,
-                            "budgets": budgets,
-                            "budget_param": per_budget,
-                            "params": params[engine],
-                        }
-                    )
-    # Longest first for a balanced pool: Optuna's TPE is by far the slowest.
-    cost = {"optuna_tpe": 3, "optuna_nsga2": 2}
-    jobs.sort(key=lambda j: -cost.get(j["engine"], 1) * max(j["budgets"]))
+            for seed, in_flight, budgets in itertools.product(
+                range(args.seeds), args.in_flight, budget_groups
+            ):
+                jobs.append(
+                    {
+                        "table": args.table,
+                        "dataset": args.dataset,
+                        "objectives": objective_set,
+                        "engine": engine,
+                        "seed": seed,
+                        "budgets": budgets,
+                        "in_flight": in_flight,
+                        "budget_param": per_budget,
+                        "params": params[engine],
+                    }
+                )
+    # Longest first for a balanced pool: Optuna's GP (cost grows with the history), then TPE.
+    cost = {"optuna_gp": 1000, "optuna_tpe": 3, "optuna_nsga2": 2}
+    jobs.sort(key=lambda j: -cost.get(j["engine"], 1) * max(j["budgets"]) ** 2)
     return jobs
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["objectives"], r["engine"], r["budget"]), []).append(r)
+        key = (r["objectives"], r["engine"], r["in_flight"], r["budget"])
+        groups.setdefault(key, []).append(r)
     out = []
-    for (objective_set, engine, budget), rs in groups.items():
+    for (objective_set, engine, in_flight, budget), rs in groups.items():
         gaps = np.array([r["gap"] for r in rs])
         accs = np.array([r["best_test_acc"] for r in rs])
         out.append(
             {
                 "objectives": objective_set,
                 "engine": engine,
+                "in_flight": in_flight,
                 "budget": budget,
                 "runs": len(rs),
                 "gap_mean": gaps.mean(),
@@ -205,6 +267,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "acc_std": accs.std(ddof=1) if len(rs) > 1 else 0.0,
                 "unique": np.mean([r["unique"] for r in rs]),
                 "seconds": np.mean([r["seconds"] for r in rs]),
+                "wall_seconds": np.mean([r["wall_seconds"] for r in rs]),
             }
         )
     return out
@@ -220,9 +283,22 @@ def format_table(
         "gap = 1 - HV(all evaluated)/HV(true front), objectives min-max normalised over the table, "
         "reference = front nadir + 10% of front range; lower is better",
         "test acc = test accuracy of the evaluated arch with the best valid accuracy; "
-        "unique = distinct archs evaluated; cpu s = CPU seconds of one run up to that budget",
+        "unique = distinct archs evaluated; cpu s / wall s = CPU / wall seconds of one run up to "
+        "that budget (mean over seeds); in flight = proposals outstanding, told back in a seeded "
+        "random order",
     ]
-    header = ("engine", "budget", "gap mean", "gap std", "test acc", "acc std", "unique", "cpu s")
+    header = (
+        "engine",
+        "in flight",
+        "budget",
+        "gap mean",
+        "gap std",
+        "test acc",
+        "acc std",
+        "unique",
+        "cpu s",
+        "wall s",
+    )
     for objective_set in args.objectives:
         bench = _bench(args.table, objective_set, ds)
         desc = ", ".join(
@@ -240,30 +316,32 @@ def format_table(
             + ")",
         ]
         table = []
-        for engine in engines:
-            for budget in args.budgets:
-                match = [
-                    s
-                    for s in summary
-                    if s["objectives"] == objective_set
-                    and s["engine"] == engine
-                    and s["budget"] == budget
-                ]
-                if not match:
-                    continue
-                s = match[0]
-                table.append(
-                    (
-                        engine,
-                        str(budget),
-                        f"{s['gap_mean']:.4f}",
-                        f"{s['gap_std']:.4f}",
-                        f"{s['acc_mean']:.2f}",
-                        f"{s['acc_std']:.2f}",
-                        f"{s['unique']:.0f}",
-                        f"{s['seconds']:.2f}",
-                    )
+        for engine, in_flight, budget in itertools.product(engines, args.in_flight, args.budgets):
+            match = [
+                s
+                for s in summary
+                if s["objectives"] == objective_set
+                and s["engine"] == engine
+                and s["in_flight"] == in_flight
+                and s["budget"] == budget
+            ]
+            if not match:
+                continue
+            s = match[0]
+            table.append(
+                (
+                    engine,
+                    str(in_flight),
+                    str(budget),
+                    f"{s['gap_mean']:.4f}",
+                    f"{s['gap_std']:.4f}",
+                    f"{s['acc_mean']:.2f}",
+                    f"{s['acc_std']:.2f}",
+                    f"{s['unique']:.0f}",
+                    f"{s['seconds']:.2f}",
+                    f"{s['wall_seconds']:.2f}",
                 )
+            )
         widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
 
         def fmt(cells: tuple[str, ...], widths: list[int] = widths) -> str:
@@ -275,10 +353,10 @@ def format_table(
         lines += [fmt(header), fmt(tuple("-" * w for w in widths))]
         previous = None
         for r in table:
-            if previous is not None and r[0] != previous:
+            if previous is not None and r[:2] != previous:
                 lines.append("")
             lines.append(fmt(r))
-            previous = r[0]
+            previous = r[:2]
     return "\n".join(lines)
 
 
@@ -314,6 +392,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--budgets", type=lambda t: sorted({int(x) for x in csv_list(t)}), default=[100, 300, 1000]
     )
+    p.add_argument(
+        "--in-flight",
+        type=lambda t: sorted({int(x) for x in csv_list(t)}),
+        default=[1],
+        metavar="K[,K...]",
+        help="proposals outstanding, results told back in a seeded random order (default 1)",
+    )
     p.add_argument("--engine-param", action="append", default=[], metavar="ENGINE.KEY=VALUE")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16"])
     p.add_argument(
@@ -331,6 +416,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--engines: unknown {unknown} (available: {available})")
     if args.seeds < 1 or not args.budgets or min(args.budgets) < 1:
         p.error("--seeds and every budget must be positive")
+    if not args.in_flight or min(args.in_flight) < 1:
+        p.error(f"--in-flight: {args.in_flight} (each K must be a positive integer)")
     try:
         args.table = str(resolve_table_path(args.table))
     except FileNotFoundError as e:

@@ -146,3 +146,119 @@ def test_search_quality_rejects_bad_arguments(nb201_path) -> None:
                 "1",
             ]
         )
+
+
+class _Spy:
+    """An engine wrapper recording how many proposals are outstanding and the order of tells."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.asked, self.told, self.most_pending = engine, [], [], 0
+
+    def ask(self):
+        proposal = self.engine.ask()
+        if proposal is not None:
+            self.asked.append(proposal.arch)
+            self.most_pending = max(self.most_pending, len(self.asked) - len(self.told))
+        return proposal
+
+    def tell(self, proposal, values) -> None:
+        self.told.append(proposal.arch)
+        self.engine.tell(proposal, values)
+
+
+def test_in_flight_keeps_k_outstanding_told_back_in_seeded_random_order(nb201_path, monkeypatch):
+    import benchmarks.search_quality as sq
+
+    bench = NB201Benchmark(load_table(nb201_path), "acc-params")
+    spies = []
+    make_engine = sq.make_engine
+
+    def spy_engine(*args, **kwargs):
+        spies.append(_Spy(make_engine(*args, **kwargs)))
+        return spies[-1]
+
+    monkeypatch.setattr(sq, "make_engine", spy_engine)
+    cases = [(0, 4), (0, 4), (1, 4), (0, 1)]  # (seed, in flight)
+    runs = [sq.run_engine(bench, "regularized_evolution", s, 40, {}, k) for s, k in cases]
+    assert [s.most_pending for s in spies] == [4, 4, 4, 1]
+    first = spies[0]
+    assert len(first.told) == 40 and sorted(first.told) == sorted(first.asked)
+    assert first.told != first.asked  # results come back out of order
+    assert runs[0][0] == first.told  # scored in the order results come back
+    assert runs[0][0] == runs[1][0] and runs[0][0] != runs[2][0]  # seeded
+    assert spies[3].told == spies[3].asked
+
+
+def test_in_flight_one_is_the_plain_ask_tell_loop(nb201_path):
+    from benchmarks.search_quality import run_engine
+    from paretune.search_algos import make_engine
+
+    bench = NB201Benchmark(load_table(nb201_path), "acc-lat-energy")
+    engine = make_engine("regularized_evolution", bench.space, bench.objectives, seed=3)
+    plain = []
+    for _ in range(60):
+        proposal = engine.ask()
+        engine.tell(proposal, bench.values(proposal.arch))
+        plain.append(proposal.arch)
+    assert run_engine(bench, "regularized_evolution", 3, 60, {})[0] == plain
+
+
+def test_optuna_in_flight_asks_k_trials_before_telling(nb201_path, monkeypatch):
+    import optuna
+
+    from benchmarks.search_quality import run_engine
+
+    bench = NB201Benchmark(load_table(nb201_path), "acc-params")
+    studies = []
+    create = optuna.create_study
+
+    def keep(*args, **kwargs):
+        studies.append(create(*args, **kwargs))
+        return studies[-1]
+
+    monkeypatch.setattr(optuna, "create_study", keep)
+    archs = run_engine(bench, "optuna_nsga2", 0, 30, {}, 5)[0]
+    trials = studies[0].get_trials()
+    assert len(trials) == 30 and all(t.state.name == "COMPLETE" for t in trials)
+    asked = [bench.space.from_params(t.params) for t in trials]  # in trial-number order
+    assert sorted(archs) == sorted(asked) and archs != asked
+    # Told back in random order: completion times are not in trial-number order.
+    completed = sorted(trials, key=lambda t: t.datetime_complete)
+    assert [t.number for t in completed] != list(range(30))
+
+
+def test_search_quality_gp_row_with_several_in_flight(nb201_path, tmp_path, capsys) -> None:
+    from benchmarks.search_quality import main
+
+    out = tmp_path / "rows.csv"
+    main(
+        [
+            "--objectives", "acc-params",
+            "--engines", "optuna_gp,random",
+            "--engine-param", "optuna_gp.n_startup_trials=6",
+            "--seeds", "1",
+            "--budgets", "5,9",
+            "--in-flight", "1,3",
+            "--jobs", "1",
+            "--table", str(nb201_path),
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 * 2 * 2
+    assert {(r["engine"], r["in_flight"]) for r in rows} == {
+        (e, k) for e in ("optuna_gp", "random") for k in ("1", "3")
+    }
+    for r in rows:
+        assert int(r["evaluated"]) == int(r["budget"]) and 0.0 <= float(r["gap"]) <= 1.0
+        assert float(r["wall_seconds"]) > 0.0
+    assert "wall s" in text and any(line.startswith("optuna_gp") for line in text.splitlines())
+
+
+def test_search_quality_rejects_in_flight_zero(nb201_path, capsys) -> None:
+    from benchmarks.search_quality import main
+
+    with pytest.raises(SystemExit):
+        main(["--in-flight", "0", "--table", str(nb201_path)])
+    assert "--in-flight" in capsys.readouterr().err
