@@ -46,13 +46,19 @@ if TYPE_CHECKING:
         log_predictor,
         predictor_function,
     )
-    from paretune.objectives.table import TableEvaluator, load_hw_nas_bench_pickle
+    from paretune.objectives.python_evaluator import PythonEvaluator
+    from paretune.objectives.table import (
+        ColumnTableEvaluator,
+        TableEvaluator,
+        load_hw_nas_bench_pickle,
+    )
     from paretune.objectives.train import TrainEvaluator
 
 # kind -> (module, class): imported only when that kind is made.
 _EVALUATOR_PATHS: dict[str, tuple[str, str]] = {
     "table": ("paretune.objectives.table", "TableEvaluator"),
     "train": ("paretune.objectives.train", "TrainEvaluator"),
+    "python": ("paretune.objectives.python_evaluator", "PythonEvaluator"),
 }
 EVALUATOR_KINDS: tuple[str, ...] = tuple(_EVALUATOR_PATHS)
 
@@ -60,6 +66,8 @@ _LAZY: dict[str, str] = {
     "TableEvaluator": "paretune.objectives.table",
     "load_hw_nas_bench_pickle": "paretune.objectives.table",
     "TrainEvaluator": "paretune.objectives.train",
+    "PythonEvaluator": "paretune.objectives.python_evaluator",
+    "ColumnTableEvaluator": "paretune.objectives.table",
     "DATASETS": "paretune.objectives.data",
     "Dataset": "paretune.objectives.data",
     "Split": "paretune.objectives.data",
@@ -97,12 +105,17 @@ def evaluator_class(kind: str) -> type:
 
 
 def make_evaluator(kind: str, **settings: Any) -> Evaluator:
-    """An evaluator of ``kind`` (``table`` or ``train``) built from ``settings``.
+    """An evaluator of ``kind`` (``table``, ``train`` or ``python``) built from ``settings``.
+
+    A ``table`` with ``columns`` (a column per metric) is any benchmark table
+    (:class:`~paretune.objectives.table.ColumnTableEvaluator`), else the NAS-Bench-201 table.
 
     Raises:
         ValueError: an unknown kind or setting, naming what is allowed.
     """
     cls = evaluator_class(kind)
+    if kind == "table" and settings.get("columns") is not None:
+        cls = importlib.import_module(_EVALUATOR_PATHS[kind][0]).ColumnTableEvaluator
     params = inspect.signature(cls).parameters
     allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(settings) - set(allowed))
@@ -125,6 +138,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DATASETS",
+    "ColumnTableEvaluator",
     "DIRECTIONS",
     "EVALUATORS",
     "EVALUATOR_KINDS",
@@ -145,6 +159,7 @@ __all__ = [
     "PredictorFunction",
     "RAPLMeter",
     "Split",
+    "PythonEvaluator",
     "TableEvaluator",
     "TrainEvaluator",
     "attach_predictor",

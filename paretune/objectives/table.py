@@ -343,3 +343,141 @@ def load_hw_nas_bench_pickle(path: str | os.PathLike, dataset: str) -> pd.DataFr
     df.index = df.index.astype(np.int64)
     df.index.name = "index"
     return df.sort_index()
+
+
+TABLE_SUFFIXES = (".csv.gz", ".csv", ".parquet")
+
+
+def resolve_benchmark_table(path: str | os.PathLike | None, benchmark: str | None) -> Path:
+    """The table file of a benchmark: ``path`` (a file, or a folder holding one table), else
+    ``$PARETUNE_<BENCHMARK>``, else the data cache ``$PARETUNE_DATA/benchmarks/<benchmark>/``.
+
+    Raises:
+        FileNotFoundError: naming where it was looked for.
+    """
+    from paretune.objectives.benchmark_data import benchmark_dir
+
+    if path is not None and str(path) != "":
+        return _one_table(Path(path).expanduser(), "evaluator.path", benchmark)
+    if not benchmark:
+        raise FileNotFoundError("evaluator.path is not set and no evaluator.benchmark is named")
+    env = f"PARETUNE_{benchmark.upper()}"
+    if os.environ.get(env):
+        return _one_table(Path(os.environ[env]).expanduser(), env, benchmark)
+    cached = benchmark_dir(benchmark)
+    if cached.is_dir():
+        return _one_table(cached, "the data cache", benchmark)
+    raise FileNotFoundError(
+        f"no {benchmark} table: evaluator.path is not set, {env} is not set and the cache has "
+        f"none ({cached}); point evaluator.path or {env} at the table file or its folder"
+    )
+
+
+def _one_table(p: Path, where: str, benchmark: str | None) -> Path:
+    if p.is_file():
+        return p
+    if p.is_dir():
+        named = [p / f"{benchmark}{s}" for s in TABLE_SUFFIXES] if benchmark else []
+        for file in named:
+            if file.is_file():
+                return file
+        found = sorted(f for f in p.iterdir() if f.name.endswith(TABLE_SUFFIXES))
+        if len(found) == 1:
+            return found[0]
+        raise FileNotFoundError(
+            f"{where} = {str(p)!r}: {len(found)} table files in this folder (expected one "
+            f"ending in {', '.join(TABLE_SUFFIXES)})"
+        )
+    raise FileNotFoundError(f"{where} = {str(p)!r}: no such file or folder")
+
+
+class ColumnTableEvaluator:
+    """Looks architectures up in any benchmark table, given which column holds each metric.
+
+    Args:
+        columns: ``{metric: column}`` (e.g. ``{accuracy: cifar10_test_acc_seed0}``); every other
+            numeric column is returned too, under its own name.
+        path: the table file (CSV, gzip CSV or Parquet) or its folder.
+        benchmark: the benchmark's name, for ``$PARETUNE_<NAME>`` and the data cache when
+            ``path`` is not given.
+        arch_column: the column of architecture strings, decoded by the space (default
+            ``arch``).
+        space: the space's spec (``{"kind": ..., **settings}``); ``None``: NB201.
+
+    Raises:
+        ValueError: a missing column, an architecture string the space cannot read, or a
+            space architecture repeated; FileNotFoundError: no table.
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, str],
+        path: str | os.PathLike | None = None,
+        benchmark: str | None = None,
+        arch_column: str | None = None,
+        space: Mapping[str, Any] | None = None,
+    ) -> None:
+        from paretune.objectives.python_evaluator import space_from_spec
+
+        self.path = resolve_benchmark_table(path, benchmark)
+        name = str(self.path)
+        df = pd.read_parquet(self.path) if name.endswith(".parquet") else pd.read_csv(self.path)
+        self.arch_column = arch_column or "arch"
+        self.space = space_from_spec(space)
+        self.columns = dict(columns)
+        present = [self.arch_column, *self.columns.values()]
+        missing = [c for c in present if c not in df.columns]
+        if missing:
+            raise ValueError(
+                f"evaluator.columns: {missing} not in {self.path.name} (columns: "
+                f"{', '.join(map(str, df.columns))})"
+            )
+        numeric = [
+            c
+            for c in df.columns
+            if c != self.arch_column and c != "index" and pd.api.types.is_numeric_dtype(df[c])
+        ]
+        bad = [c for c in self.columns.values() if c not in numeric]
+        if bad:
+            raise ValueError(f"evaluator.columns: {bad} are not numeric columns")
+        extra = [c for c in numeric if c not in self.columns.values() and c not in self.columns]
+        self._names = (*self.columns, *extra)
+        picked = df[[*self.columns.values(), *extra]].to_numpy(dtype=np.float64).tolist()
+        self._rows: dict[Arch, tuple[float, ...]] = {}
+        for text, row in zip(df[self.arch_column].astype(str), picked, strict=True):
+            try:
+                arch = self.space.validate_full(self.space.decode(text))
+            except ValueError as exc:
+                raise ValueError(
+                    f"{self.path.name}: {self.arch_column} {text!r} is not an architecture of "
+                    f"space {self.space.name!r} ({exc})"
+                ) from None
+            if arch in self._rows:
+                raise ValueError(f"{self.path.name}: architecture {text!r} appears twice")
+            self._rows[arch] = tuple(row)
+        self._metrics = {n: MetricInfo("", "", "table") for n in self.columns}
+        for c in extra:
+            self._metrics[c] = _column_info(c)
+
+    def metrics(self) -> Mapping[str, MetricInfo]:
+        """The mapped metrics and every other numeric column under its own name."""
+        return dict(self._metrics)
+
+    def evaluate(self, arch: Arch, report: ReportFn | None = None, **context: Any) -> Evaluation:
+        """The table row of ``arch``.
+
+        Raises:
+            ValueError: ``arch`` is not in the table.
+        """
+        row = self._rows.get(tuple(int(i) for i in arch))
+        if row is None:
+            raise ValueError(
+                f"ColumnTableEvaluator: {self.space.encode(arch)!r} is not in {self.path.name}"
+            )
+        return Evaluation(
+            values=dict(zip(self._names, row, strict=True)),
+            sources=dict.fromkeys(self._names, "table"),
+        )
+
+    def __repr__(self) -> str:
+        return f"ColumnTableEvaluator({self.path.name!r}, columns={self.columns})"

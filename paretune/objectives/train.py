@@ -1,6 +1,7 @@
-"""Evaluation by real training: build the NB201 network, train it, measure it.
+"""Evaluation by real training: build the space's network, train it, measure it.
 
-:class:`TrainEvaluator` trains the network of an architecture with SGD (momentum, weight decay,
+:class:`TrainEvaluator` trains the network of an architecture (any space with a ``build``:
+``nb201`` by default, ``darts``, ``mobilenet``, ``macro``, or a user's space) with SGD (momentum, weight decay,
 cosine schedule per step) on a real dataset (:mod:`paretune.objectives.data`), reports the
 validation accuracy after every epoch, and returns
 
@@ -76,10 +77,40 @@ from paretune.objectives.measure import (
     count_params,
     measure_latency,
 )
-from paretune.spaces.base import Arch
+from paretune.spaces.base import Arch, SearchSpace
 from paretune.spaces.nb201 import NB201Space
 
 _EVAL_BATCH = 512
+
+
+def _builder_params(space: SearchSpace, options: Mapping[str, Any]) -> set[str]:
+    """The keyword parameters of ``space.build``; raises ValueError for a space without a
+    builder or an option it does not take, naming what is allowed."""
+    import inspect
+
+    build = getattr(space, "build", None)
+    if not callable(build):
+        raise ValueError(
+            f"space {space.name!r} has no network builder (build): train it with "
+            "evaluator.kind = 'python' and your own function"
+        )
+    params = inspect.signature(build).parameters
+    names = {n for n, p in params.items() if n != "arch" and p.kind is not p.VAR_POSITIONAL}
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ValueError(
+                f"evaluator.build.{unknown[0]} = {options[unknown[0]]!r}: not a parameter of "
+                f"space {space.name!r}'s build (allowed: {', '.join(sorted(names))})"
+            )
+        fixed = sorted(set(options) & {"input_size", "in_channels", "num_classes"})
+        if fixed:
+            raise ValueError(
+                f"evaluator.build.{fixed[0]}: set by the dataset, not in evaluator.build"
+            )
+    return names
+
+
 WEIGHTS_FILE = "weights.pt"
 WEIGHTS_META_FILE = "weights.json"
 # Tensors of cell edge k are named cells.<layer>.ops.<k>.<...>.
@@ -197,7 +228,7 @@ def inherit_weights(
 
 
 class TrainEvaluator:
-    """Trains the NB201 network of an architecture on a real dataset and measures it.
+    """Trains the network of an architecture on a real dataset and measures it.
 
     Args:
         dataset: ``digits`` (default, 8x8), ``mnist`` (28x28) or ``cifar10`` (32x32).
@@ -231,6 +262,11 @@ class TrainEvaluator:
         seed: seeds the initial weights, the batch order and the data split.
         val_fraction: validation fraction of the dataset.
         test_fraction: test fraction of the dataset (not for ``cifar10``).
+        space: the space's spec ``{"kind": ..., **settings}``; ``None``: NB201.
+        build: further keyword arguments of the space's ``build`` (e.g. darts ``layers``,
+            mobilenet ``width_mult`` and ``stem_stride``). ``channels``, ``cells_per_stage``
+            and the dataset's shape are passed where the builder takes them; darts's
+            ``layers`` defaults to ``3 * cells_per_stage``.
     """
 
     def __init__(
@@ -263,6 +299,8 @@ class TrainEvaluator:
         seed: int = 0,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
+        space: Mapping[str, Any] | None = None,
+        build: Mapping[str, Any] | None = None,
     ) -> None:
         if dataset not in DATASETS:
             raise ValueError(
@@ -348,7 +386,14 @@ class TrainEvaluator:
         self.seed = int(seed)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.space = NB201Space()
+        if space is None:
+            self.space: SearchSpace = NB201Space()
+        else:
+            from paretune.objectives.python_evaluator import space_from_spec
+
+            self.space = space_from_spec(space)
+        self.build_options = dict(build or {})
+        self._builder_params = _builder_params(self.space, self.build_options)
         self._meter: tuple[EnergyMeter | None, str] | None = None
 
     # ------------------------------------------------------------------ metrics
@@ -385,18 +430,25 @@ class TrainEvaluator:
             seed=self.seed,
         )
 
+    def build_kwargs(self, data: Dataset) -> dict[str, Any]:
+        """The keyword arguments of the space's ``build`` for the dataset's shape."""
+        common = {
+            "channels": self.channels,
+            "cells_per_stage": self.cells_per_stage,
+            "input_size": data.input_size,
+            "in_channels": data.in_channels,
+            "num_classes": data.num_classes,
+            "layers": 3 * self.cells_per_stage,
+        }
+        out = {k: v for k, v in common.items() if k in self._builder_params}
+        out.update(self.build_options)
+        return out
+
     def build(self, arch: Arch, data: Dataset | None = None) -> nn.Module:
         """The untrained network of ``arch`` for the dataset's shape (seeded by ``seed``)."""
         data = data or self.data()
         torch.manual_seed(self.seed)
-        return self.space.build(
-            arch,
-            channels=self.channels,
-            cells_per_stage=self.cells_per_stage,
-            input_size=data.input_size,
-            in_channels=data.in_channels,
-            num_classes=data.num_classes,
-        )
+        return self.space.build(arch, **self.build_kwargs(data))
 
     def check_limits(self, objectives: Any, space: Any) -> None:
         """Raise ValueError when the cheapest architecture of ``space`` exceeds a params or
@@ -404,6 +456,8 @@ class TrainEvaluator:
         from paretune.objectives.measure import count_flops
         from paretune.spaces.nb201 import cheapest_arch
 
+        if not isinstance(self.space, NB201Space):
+            return  # the cheapest architecture is known for NB201 only
         cheap = [
             (i, o)
             for i, o in enumerate(objectives)
@@ -715,6 +769,7 @@ class TrainEvaluator:
             "arch": self.space.encode(arch),
             "arch_indices": list(arch),
             "space": self.space.name,
+            "build": self.build_kwargs(data),
             "channels": self.channels,
             "cells_per_stage": self.cells_per_stage,
             "input_size": data.input_size,

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -34,11 +35,109 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SpaceConfig(_Strict):
-    """What is searched. ``restrict`` keeps a subset of options per decision, by name."""
+SPACE_KINDS = ("nb201", "darts", "mobilenet", "choices", "macro", "python")
+# The settings of each kind besides ``restrict`` (paretune.spaces.SPACE_SETTINGS, kept light here).
+_SPACE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "nb201": (),
+    "darts": (),
+    "mobilenet": (),
+    "macro": (),
+    "choices": ("decisions",),
+    "python": ("factory", "args", "sources"),
+}
+_SPACE_REQUIRED: dict[str, tuple[str, ...]] = {"choices": ("decisions",), "python": ("factory",)}
 
-    name: Literal["nb201"] = "nb201"
+
+class SpaceConfig(_Strict):
+    """What is searched: ``kind`` (``name`` is accepted as its old spelling), the kind's own
+    settings (``decisions`` for ``choices``; ``factory``, ``args``, ``sources`` for ``python``)
+    and ``restrict``, a subset of options per decision, by name."""
+
+    kind: str = "nb201"
     restrict: dict[str, list[str]] | None = None
+    decisions: dict[str, list[Any]] | None = None
+    factory: str | None = None
+    args: dict[str, Any] | None = None
+    sources: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_is_kind(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "name" in data:
+            data = dict(data)
+            name = data.pop("name")
+            if "kind" in data and data["kind"] != name:
+                raise ValueError(
+                    f"space.name = {name!r}, space.kind = {data['kind']!r}: give one of them "
+                    "(name is the old spelling of kind)"
+                )
+            data["kind"] = name
+        return data
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in SPACE_KINDS:
+            raise ValueError(f"unknown space kind (allowed: {', '.join(SPACE_KINDS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _settings_of_kind(self) -> SpaceConfig:
+        allowed = _SPACE_SETTINGS[self.kind]
+        for key in ("decisions", "factory", "args", "sources"):
+            value = getattr(self, key)
+            if value is not None and key not in allowed:
+                raise ValueError(
+                    f"space.{key} = {_short(value)}: not a setting of space.kind = {self.kind!r} "
+                    f"(its settings: {', '.join(allowed) or 'none'}, restrict)"
+                )
+        for key in _SPACE_REQUIRED.get(self.kind, ()):
+            if getattr(self, key) is None:
+                example = {
+                    "decisions": "decisions: {depth: [2, 3, 4], width: [16, 32]}",
+                    "factory": "factory: 'my_module:make_space'",
+                }[key]
+                raise ValueError(
+                    f"space.kind = {self.kind!r}: space.{key} is required (e.g. {example})"
+                )
+        if self.kind == "choices":
+            from paretune.spaces.choices import ChoicesSpace
+
+            try:
+                ChoicesSpace(self.decisions)
+            except ValueError as exc:
+                raise ValueError(f"space.{exc}") from None
+        return self
+
+    @property
+    def name(self) -> str:
+        """The space's kind (the old name of the field)."""
+        return self.kind
+
+    def settings(self) -> dict[str, Any]:
+        """The kind's own settings, as ``make_space`` takes them (``restrict`` apart)."""
+        return {
+            key: getattr(self, key)
+            for key in _SPACE_SETTINGS[self.kind]
+            if getattr(self, key) is not None
+        }
+
+    def spec(self, resolve: bool = False) -> dict[str, Any]:
+        """``{"kind": ..., **settings}``: plain data from which a trial rebuilds the
+        (unrestricted) space; ``resolve``: ``sources`` as an absolute path (trials run
+        elsewhere)."""
+        out = {"kind": self.kind, **self.settings()}
+        if resolve and out.get("sources"):
+            out["sources"] = str(Path(out["sources"]).expanduser().resolve())
+        return out
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in ("decisions", "factory", "args", "sources"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 class TableEvaluatorConfig(_Strict):
@@ -50,6 +149,73 @@ class TableEvaluatorConfig(_Strict):
     fidelity: int = 200
     latency_device: str = "pixel3"
     energy_device: str = "pi5_onnx"
+    # Any other benchmark table: metric -> column, the column of architecture strings, and
+    # the benchmark's name (its table from $PARETUNE_<NAME> or the data cache when no path).
+    columns: dict[str, str] | None = None
+    arch_column: str | None = None
+    benchmark: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _mapping_settings(self) -> TableEvaluatorConfig:
+        if self.columns is None:
+            for key in ("arch_column", "benchmark"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"evaluator.{key} = {getattr(self, key)!r}: only with evaluator.columns "
+                        "(a column per metric, e.g. {accuracy: cifar10_test_acc})"
+                    )
+            return self
+        if not self.columns:
+            raise ValueError(
+                "evaluator.columns = {}: name at least one metric's column "
+                "(e.g. {accuracy: cifar10_test_acc})"
+            )
+        nb201 = sorted(
+            {"dataset", "fidelity", "latency_device", "energy_device"} & set(self.model_fields_set)
+        )
+        if nb201:
+            raise ValueError(
+                f"evaluator.{nb201[0]} = {getattr(self, nb201[0])!r}: a NAS-Bench-201 setting, "
+                "not used with evaluator.columns (map the metrics to columns instead)"
+            )
+        if self.path is None and self.benchmark is None:
+            raise ValueError(
+                "evaluator.columns: give evaluator.path (the table file) or evaluator.benchmark "
+                "(its name: the table from $PARETUNE_<NAME> or the data cache)"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if self.columns is None:
+            for key in ("columns", "arch_column", "benchmark"):
+                out.pop(key, None)
+        else:
+            for key in ("dataset", "fidelity", "latency_device", "energy_device"):
+                out.pop(key, None)
+        return out
+
+
+class PythonEvaluatorConfig(_Strict):
+    """A user's own evaluation: ``function`` (``module:function``) is called in each trial as
+    ``function(arch: dict, report, **args)`` and returns ``{metric: value}`` (or
+    ``{metric: (value, source)}``); the objectives name the metrics it must return.
+    ``sources``: folders put on ``sys.path`` (relative to where ``paretune`` runs)."""
+
+    kind: Literal["python"] = "python"
+    function: str
+    sources: list[str] = Field(default_factory=list)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("function")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        import re
+
+        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", value):
+            raise ValueError("expected 'module:function' (e.g. 'my_model:evaluate')")
+        return value
 
 
 class TrainEvaluatorConfig(_Strict):
@@ -80,6 +246,9 @@ class TrainEvaluatorConfig(_Strict):
     rapl_root: str = "/sys/class/powercap"
     finetune_epochs: int | None = Field(None, ge=1)
     save_weights: bool = True
+    # Further keyword arguments of the space's network builder (e.g. darts: {layers: 5};
+    # mobilenet: {width_mult: 0.25, stem_stride: 1}).
+    build: dict[str, Any] | None = None
 
     @field_validator("data_path")
     @classmethod
@@ -95,10 +264,19 @@ class TrainEvaluatorConfig(_Strict):
                 raise ValueError(problem)
         return value
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if self.build is None:
+            out.pop("build", None)
+        return out
+
 
 EvaluatorConfig = Annotated[
-    TableEvaluatorConfig | TrainEvaluatorConfig, Field(discriminator="kind")
+    TableEvaluatorConfig | TrainEvaluatorConfig | PythonEvaluatorConfig,
+    Field(discriminator="kind"),
 ]
+_EVALUATOR_TAGS = ("table", "train", "python")
 
 
 class ObjectiveConfig(_Strict):
@@ -354,9 +532,10 @@ class ExperimentConfig(_Strict):
             raise ValueError(
                 "objectives: give a hypervolume 'reference' for every objective or for none"
             )
-        if self.scheduler.kind == "asha" and self.evaluator.kind != "train":
+        if self.scheduler.kind == "asha" and self.evaluator.kind == "table":
             raise ValueError(
-                "scheduler.kind = 'asha': early stopping needs evaluator.kind = 'train'"
+                "scheduler.kind = 'asha': early stopping needs per-epoch reports "
+                "(evaluator.kind = 'train' or 'python')"
             )
         if self.scheduler.kind == "asha" and "accuracy" not in names:
             raise ValueError("scheduler.kind = 'asha': needs an 'accuracy' objective to stop on")
@@ -422,7 +601,7 @@ def _format_loc(loc: Iterable[Any]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("table", "train") and text.endswith("evaluator"):
+        elif part in _EVALUATOR_TAGS and text.endswith("evaluator"):
             continue  # the discriminator tag pydantic inserts into the location
         else:
             text += f".{part}" if text else str(part)
@@ -446,7 +625,7 @@ def format_validation_error(error: ValidationError, data: Mapping[str, Any]) -> 
     """
     lines = []
     for e in error.errors():
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and p in ("table", "train"))]
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p in _EVALUATOR_TAGS)]
         where = _format_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -484,8 +663,12 @@ def _model_at(model: type[BaseModel], loc: list[Any], data: Any) -> type[BaseMod
     for part in loc:
         if isinstance(part, int):
             continue
-        if part in ("table", "train"):
-            model = TableEvaluatorConfig if part == "table" else TrainEvaluatorConfig
+        if part in _EVALUATOR_TAGS:
+            model = {
+                "table": TableEvaluatorConfig,
+                "train": TrainEvaluatorConfig,
+                "python": PythonEvaluatorConfig,
+            }[part]
             continue
         field = model.model_fields.get(part)
         if field is None:

@@ -38,22 +38,33 @@ class Prepared:
     evaluator_settings: dict[str, Any]
     evaluator: Any
     predictor_settings: dict[str, Any] | None = None
+    # The space as plain data ({"kind", "restrict", **settings}): trials rebuild it from this.
+    space_spec: dict[str, Any] | None = None
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
     """Build space, objectives and evaluator settings; raise ConfigError naming any bad field."""
+    spec = config.space.spec(resolve=True)
     try:
-        space = make_space(config.space.name, config.space.restrict)
+        space = make_space(config.space.kind, config.space.restrict, **config.space.settings())
     except ValueError as exc:
-        raise ConfigError(f"space.restrict = {config.space.restrict!r}: {exc}") from None
+        where = "space.restrict" if config.space.restrict else "space"
+        value = config.space.restrict if config.space.restrict else spec
+        raise ConfigError(f"{where} = {value!r}: {exc}") from None
     objectives = config.objective_set()
     settings = config.evaluator.model_dump(exclude={"kind"})
     # Trials run in their own directories: make file paths absolute here, in the driver.
     for key in ("path", "data_path"):
         if settings.get(key):
             settings[key] = str(Path(settings[key]).expanduser().resolve())
+    if settings.get("sources"):
+        settings["sources"] = [str(Path(s).expanduser().resolve()) for s in settings["sources"]]
     if config.evaluator.kind == "train":
         settings["seed"] = config.seed
+    if config.space.kind != "nb201" or config.evaluator.kind == "python":
+        settings["space"] = spec  # the evaluator rebuilds the (unrestricted) space
+    if config.evaluator.kind == "python":
+        settings["metrics"] = {o.name: o.direction for o in config.objectives}
     try:
         predictor = resolve_predictor_settings(
             config.predictor.model_dump(), config.mlflow.tracking_uri
@@ -67,6 +78,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         settings["extra"] = [n for n in objectives.names if n != predicted]
     evaluator = _build_evaluator(config, settings, predictor)
     if config.evaluator.kind == "table":  # the table the driver found (path, env or cache)
+        settings.pop("benchmark", None)
         settings["path"] = str(getattr(evaluator, "inner", evaluator).path.resolve())
     available = evaluator.metrics()
     try:
@@ -80,7 +92,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
                 "objectives[%d]: %s is usually %s, config says %s", i, o.name, natural, o.direction
             )
     check_limits(evaluator, objectives, space)
-    return Prepared(config, space, objectives, settings, evaluator, predictor)
+    spec = {**spec, "restrict": config.space.restrict} if config.space.restrict else spec
+    return Prepared(config, space, objectives, settings, evaluator, predictor, spec)
 
 
 def _build_evaluator(

@@ -74,7 +74,7 @@ def _placement() -> dict[str, Any]:
 def run_trial(
     config: dict[str, Any],
     *,
-    space: SearchSpace,
+    space: SearchSpace | Mapping[str, Any],
     objectives: ObjectiveSet,
     evaluator_kind: str,
     evaluator_settings: Mapping[str, Any],
@@ -100,6 +100,10 @@ def run_trial(
         )
         return
 
+    if isinstance(space, Mapping):  # the space's spec: rebuilt here, never unpickled
+        from paretune.objectives.python_evaluator import space_from_spec
+
+        space = space_from_spec(space)
     arch = arch_from_config(space, config)
     arch_text = space.encode(arch)
     settings = dict(evaluator_settings)

@@ -52,7 +52,8 @@ def make_trainable(
     cfg = prepared.config
     fn = tune.with_parameters(
         run_trial,
-        space=prepared.space,
+        # A user's space (kind python) travels as its spec: trials import it themselves.
+        space=prepared.space_spec if cfg.space.kind == "python" else prepared.space,
         objectives=prepared.objectives,
         evaluator_kind=cfg.evaluator.kind,
         evaluator_settings=prepared.evaluator_settings,

@@ -13,7 +13,7 @@ import paretune.objectives as objectives
 def test_import_does_not_load_torch():
     code = (
         "import sys, paretune.objectives as o; "
-        "assert o.EVALUATOR_KINDS == ('table', 'train'); "
+        "assert o.EVALUATOR_KINDS == ('table', 'train', 'python'); "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "o.make_evaluator; o.TableEvaluator; "
         "assert 'torch' not in sys.modules, 'torch imported by the table evaluator'"
@@ -22,10 +22,15 @@ def test_import_does_not_load_torch():
 
 
 def test_registry_and_make_evaluator(nb201_path):
+    from paretune.objectives.python_evaluator import PythonEvaluator
     from paretune.objectives.table import TableEvaluator
     from paretune.objectives.train import TrainEvaluator
 
-    assert objectives.EVALUATORS == {"table": TableEvaluator, "train": TrainEvaluator}
+    assert objectives.EVALUATORS == {
+        "table": TableEvaluator,
+        "train": TrainEvaluator,
+        "python": PythonEvaluator,
+    }
     ev = objectives.make_evaluator("table", path=nb201_path, latency_device="raspi4")
     assert isinstance(ev, TableEvaluator) and ev.latency_device == "raspi4"
     ev = objectives.make_evaluator("train", epochs=1, channels=4)
@@ -34,7 +39,8 @@ def test_registry_and_make_evaluator(nb201_path):
 
 def test_unknown_kind_or_setting():
     with pytest.raises(
-        ValueError, match=r"unknown evaluator kind 'zero_cost' \(available: \['table', 'train'\]\)"
+        ValueError,
+        match=r"unknown evaluator kind 'zero_cost' \(available: \['table', 'train', 'python'\]\)",
     ):
         objectives.make_evaluator("zero_cost")
     with pytest.raises(
