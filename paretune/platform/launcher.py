@@ -55,7 +55,11 @@ from paretune.platform.results import (
     write_searcher_inspection,
 )
 from paretune.platform.searcher import EVENTS_FILE, ParetoSearcher, check_saved_state
-from paretune.platform.sync import SyncSummary, sync_trial_runs
+from paretune.platform.sync import (
+    SyncSummary,
+    keep_interrupted_runs,
+    sync_trial_runs,
+)
 from paretune.platform.tracking import MlflowTracker
 from paretune.platform.trainable import arch_from_config
 from paretune.platform.tuning import (
@@ -209,6 +213,8 @@ def resume(
             if tracker is not None:
                 tracker.finish_writes(timeout=10)
         if config.mlflow.enabled:
+            if keep_interrupted_runs(config.mlflow.tracking_uri, state):
+                tracker = None  # its run ids changed: the parent run looks them up
             _sync_lost_trial_runs(prepared, state, experiment_dir)
         return _finish(prepared, experiment_dir, state, tracker=tracker)
     finally:

@@ -13,6 +13,7 @@ experiment state (which Ray may have pickled).
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,12 @@ def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
                 "status": "interrupted",
                 "error": None,
             }
-    for trial_id, record in TrialJournal(experiment_dir / JOURNAL_FILE).load().items():
+    journal = TrialJournal(experiment_dir / JOURNAL_FILE).load()
+    finished = {_proposal_id(r.get("config")) for r in journal.values()} - {None}
+    for trial_id in [t for t in trials if t not in journal]:
+        if _proposal_id(trials[trial_id]["config"]) in finished:
+            del trials[trial_id]  # an interrupted attempt of a proposal that ran again
+    for trial_id, record in journal.items():
         entry = trials.setdefault(
             trial_id, {"config": record["config"], "results": [], "status": "ok", "error": None}
         )
@@ -86,6 +92,11 @@ def collect_trials(experiment_dir: Path) -> dict[str, dict[str, Any]]:
         if not entry["results"] and record["result"]:
             entry["results"] = [record["result"]]
     return trials
+
+
+def _proposal_id(config: Any) -> Any:
+    proposal = (config or {}).get("proposal") if isinstance(config, dict) else None
+    return proposal.get("id") if isinstance(proposal, dict) else None
 
 
 def sync_mlflow(experiment_dir: str | Path, tracking_uri: str | None = None) -> SyncSummary:
@@ -171,3 +182,67 @@ def sync_trial_runs(
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         end = {"ok": "FINISHED", "failed": "FAILED"}.get(trial["status"], "KILLED")
         client.set_terminated(run_id, status=end)
+
+
+def keep_interrupted_runs(tracking_uri: str, state: dict[str, Any]) -> int:
+    """Give each interrupted trial's run back to the trial that ran its proposal again.
+
+    A proposal whose trial a driver's death interrupted runs again after the resume, under a
+    new Ray trial id when Ray's snapshot missed the trial, and the tracker gives that trial a
+    new run. The interrupted attempt's run (RUNNING or KILLED, its proposal finished by
+    exactly one other run) is the proposal's run: the new run's results, tags and files move
+    into it, and the new run is deleted. Returns how many runs were kept so.
+    """
+    client = MlflowClient(tracking_uri)
+    kept = 0
+    try:
+        runs = _runs_under(client, state["mlflow_experiment_id"], state["parent_run_id"])
+        by_proposal: dict[str, list[Any]] = {}
+        for run in runs:
+            proposal = run.data.tags.get("proposal_id")
+            if proposal is not None:
+                by_proposal.setdefault(proposal, []).append(run)
+        for group in by_proposal.values():
+            stale = [r for r in group if r.info.status in ("RUNNING", "KILLED")]
+            done = [r for r in group if r.info.status in ("FINISHED", "FAILED")]
+            if len(stale) == 1 and len(done) == 1:
+                _move_run(client, done[0], stale[0].info.run_id)
+                kept += 1
+    except Exception as exc:  # noqa: BLE001 - the search is done; MLflow is a view of it
+        logger.warning("MLflow runs of interrupted trials not kept (%s); run sync-mlflow", exc)
+    return kept
+
+
+def _runs_under(client: MlflowClient, exp_id: str, parent_id: str) -> list[Any]:
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        out += list(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _move_run(client: MlflowClient, new: Any, old_id: str) -> None:
+    """Log ``new``'s metrics, params, tags and artifacts to run ``old_id``, end it as ``new``
+    ended, and delete ``new``."""
+    new_id = new.info.run_id
+    metrics = [m for key in new.data.metrics for m in client.get_metric_history(new_id, key)]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(old_id, metrics=metrics[i : i + 1000])
+    old_params = client.get_run(old_id).data.params
+    params = [Param(k, v) for k, v in new.data.params.items() if k not in old_params]
+    tags = [RunTag(k, v) for k, v in new.data.tags.items() if not k.startswith("mlflow.")]
+    client.log_batch(old_id, params=params, tags=tags)
+    if client.list_artifacts(new_id):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(new_id, "", tmp)
+            client.log_artifacts(old_id, local)
+    client.set_terminated(old_id, status=new.info.status, end_time=new.info.end_time)
+    client.delete_run(new_id)
