@@ -22,6 +22,7 @@ from paretune.objectives.predictor import (
 from paretune.platform.config import OPTUNA_ALGORITHMS, ConfigError, ExperimentConfig
 from paretune.platform.searcher import ParetoSearcher, make_optuna_searcher
 from paretune.search_algos import ENGINES, engine_names, make_engine
+from paretune.search_algos.dedup import deduplicate
 from paretune.search_algos.screening import screen_engine
 from paretune.spaces import SearchSpace, make_space
 
@@ -150,6 +151,9 @@ def make_searcher(prepared: Prepared) -> Any:
             engine = screen_engine(
                 engine, predictor_function(prepared.predictor_settings), cfg.screening.model_dump()
             )
+        # Spaces with several architectures per network (macro, mobilenet): each network is
+        # measured once; other spaces get the engine itself.
+        engine = deduplicate(engine)
     except TypeError as exc:
         raise ConfigError(
             f"search.params = {params!r}: not accepted by {algorithm!r} ({exc})"

@@ -155,3 +155,13 @@ def test_custom_space_runs_end_to_end(tmp_path):
         epochs = con.execute("select count(*) from metrics where key = 'accuracy'").fetchone()[0]
     assert {"width", "depth", "kernel"} <= params  # decision -> option as params
     assert epochs >= 3
+
+
+def test_spaces_with_twin_networks_measure_each_network_once():
+    from paretune.search_algos.dedup import DeduplicatedEngine
+
+    twins = prepare(config_from_dict(cfg({"kind": "mobilenet"}, search={"algorithm": "random"})))
+    engine = make_searcher(twins).engine
+    assert isinstance(engine, DeduplicatedEngine)
+    plain = prepare(config_from_dict(cfg({"kind": "darts"}, search={"algorithm": "random"})))
+    assert not isinstance(make_searcher(plain).engine, DeduplicatedEngine)
