@@ -95,6 +95,8 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle, FancyArrowPatch
 
+    if arch_str.lstrip().startswith("Genotype("):
+        return darts_cell_figure(arch_str, title=title)
     edges = cell_edges(arch_str)
     gap, radius = 1.5, 0.22  # distance between nodes, node radius (data units)
     fig = Figure(figsize=(6.4, 3.3), dpi=90)
@@ -149,6 +151,89 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
         )
     text = title if title is not None else "\n".join(arch_str.split("+"))
     fig.text(0.5, 0.97, text, ha="center", va="top", fontsize=7.5, family="monospace")
+    return fig
+
+
+_DARTS_STYLE: dict[str, dict[str, Any]] = {
+    "sep_conv_3x3": {"color": "tab:blue"},
+    "sep_conv_5x5": {"color": "tab:purple"},
+    "dil_conv_3x3": {"color": "tab:cyan"},
+    "dil_conv_5x5": {"color": "tab:olive"},
+    "skip_connect": {"color": "tab:green"},
+    "avg_pool_3x3": {"color": "tab:orange"},
+    "max_pool_3x3": {"color": "tab:red"},
+    "none": {"color": "0.7", "linestyle": (0, (3, 3))},
+}
+
+
+def darts_cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
+    """The normal and reduction cells of a DARTS ``Genotype(...)`` string, one row each:
+    states 0 and 1 (the cell's inputs) and nodes 2..5 (concatenated into the output), each
+    chosen edge an arc labelled with its operation.
+
+    Raises:
+        ValueError: ``arch_str`` is not a DARTS genotype.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    from paretune.spaces.darts import DartsSpace
+
+    space = DartsSpace()
+    graphs = space.cell_graphs(space.decode(arch_str))
+    gap, radius = 1.3, 0.2
+    fig = Figure(figsize=(7.2, 5.4), dpi=90)
+    for row, (cell, edges) in enumerate(graphs.items()):
+        ax = fig.add_axes((0.01, 0.5 - 0.48 * row, 0.98, 0.42))
+        ax.set_xlim(-0.5, 5 * gap + 0.5)
+        ax.set_ylim(-1.75, 1.75)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.apply_aspect()
+        x0, x1 = ax.transData.transform([(0, 0), (1, 0)])[:, 0]
+        shrink = radius * (x1 - x0) * 72 / fig.dpi + 1.5
+        ax.text(-0.5, 1.6, f"{cell} cell (output: concat of 2-5)", fontsize=9, weight="bold")
+        for n in range(6):
+            ax.add_artist(
+                Circle((n * gap, 0), radius, facecolor="white", edgecolor="0.2", lw=1.3, zorder=3)
+            )
+            label = {0: "c[k-2]", 1: "c[k-1]"}.get(n, str(n))
+            ax.text(n * gap, 0, label if n > 1 else str(n), ha="center", va="center", zorder=4)
+            if n < 2:
+                ax.text(n * gap, -radius - 0.05, label, ha="center", va="top", fontsize=7)
+        for k, (src, dst, op) in enumerate(edges):
+            style = _DARTS_STYLE.get(op, {"color": "k"})
+            span = dst - src
+            rad = 0.0 if span == 1 else (-0.5 if k % 2 == 0 else 0.5)
+            ax.add_artist(
+                FancyArrowPatch(
+                    (src * gap, 0),
+                    (dst * gap, 0),
+                    connectionstyle=f"arc3,rad={rad}",
+                    arrowstyle="-|>",
+                    mutation_scale=11,
+                    shrinkA=shrink,
+                    shrinkB=shrink,
+                    lw=1.8 if op != "none" else 1.0,
+                    zorder=2,
+                    **style,
+                )
+            )
+            mx = (src + dst) * gap / 2
+            my = -rad * span * gap / 2 if rad else 0.12
+            ax.text(
+                mx,
+                my,
+                op,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color=style["color"] if op != "none" else "0.45",
+                zorder=5,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
+            )
+    if title:
+        fig.text(0.5, 0.99, title, ha="center", va="top", fontsize=7.5, family="monospace")
     return fig
 
 

@@ -165,3 +165,24 @@ def test_spaces_with_twin_networks_measure_each_network_once():
     assert isinstance(engine, DeduplicatedEngine)
     plain = prepare(config_from_dict(cfg({"kind": "darts"}, search={"algorithm": "random"})))
     assert not isinstance(make_searcher(plain).engine, DeduplicatedEngine)
+
+
+def test_cell_pictures_for_cell_spaces_only():
+    import numpy as np
+
+    from paretune.platform.artifacts import cell_png
+    from paretune.platform.parent_run import picture_rows
+    from paretune.spaces import make_space
+
+    darts = make_space("darts")
+    png = cell_png(darts.encode(darts.sample(np.random.default_rng(0))))
+    assert png.startswith(b"\x89PNG")
+
+    class Report:
+        rows = front = ["a trial"]
+
+    train = {"kind": "python", "function": "m:f"}
+    for kind, expected in (("darts", ["a trial"]), ("macro", [])):
+        assert picture_rows(config_from_dict(cfg({"kind": kind}, train)), Report()) == expected
+    choices = cfg({"kind": "choices", "decisions": {"w": [1, 2]}}, train)
+    assert picture_rows(config_from_dict(choices), Report()) == []
