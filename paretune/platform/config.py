@@ -74,6 +74,12 @@ class SpaceConfig(_Strict):
             data["kind"] = name
         return data
 
+    @field_validator("sources")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """Relative to where paretune runs; kept absolute in the experiment's saved config."""
+        return None if value is None else str(Path(value).expanduser().resolve())
+
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
@@ -207,6 +213,13 @@ class PythonEvaluatorConfig(_Strict):
     function: str
     sources: list[str] = Field(default_factory=list)
     args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sources")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        """Relative to where paretune runs; kept absolute so that the experiment's saved
+        config (report, resume) finds them from anywhere."""
+        return [str(Path(s).expanduser().resolve()) for s in value]
 
     @field_validator("function")
     @classmethod

@@ -186,3 +186,12 @@ def test_cell_pictures_for_cell_spaces_only():
         assert picture_rows(config_from_dict(cfg({"kind": kind}, train)), Report()) == expected
     choices = cfg({"kind": "choices", "decisions": {"w": [1, 2]}}, train)
     assert picture_rows(config_from_dict(choices), Report()) == []
+
+
+def test_sources_are_kept_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = {"kind": "python", "factory": "m:f", "sources": "src"}
+    config = config_from_dict(cfg(space, {"kind": "python", "function": "m:f", "sources": ["a"]}))
+    assert config.space.sources == str(tmp_path / "src")
+    assert config.evaluator.sources == [str(tmp_path / "a")]
+    assert config_from_dict(config.model_dump(mode="json")).space == config.space
