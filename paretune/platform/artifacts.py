@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -97,6 +98,8 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
 
     if arch_str.lstrip().startswith("Genotype("):
         return darts_cell_figure(arch_str, title=title)
+    if not arch_str.startswith("|"):
+        return decisions_figure(arch_str, title=title)
     edges = cell_edges(arch_str)
     gap, radius = 1.5, 0.22  # distance between nodes, node radius (data units)
     fig = Figure(figsize=(6.4, 3.3), dpi=90)
@@ -234,6 +237,58 @@ def darts_cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
             )
     if title:
         fig.text(0.5, 0.99, title, ha="center", va="top", fontsize=7.5, family="monospace")
+    return fig
+
+
+_MACRO_KEY = re.compile(r"^[012](-[012]){7}$")
+
+
+def arch_decisions(arch_str: str) -> list[tuple[str, str]]:
+    """``(decision, option)`` of an architecture string of a space without cells: the
+    ``name=option,...`` form (``choices``, ``mobilenet``, most user spaces) or a
+    NAS-Bench-Macro key (``2-2-2-1-2-2-2-0``).
+
+    Raises:
+        ValueError: neither form.
+    """
+    if _MACRO_KEY.match(arch_str):
+        from paretune.spaces.macro import MACRO_CHOICE_NAMES
+
+        return [(f"layer{i}", MACRO_CHOICE_NAMES[c]) for i, c in enumerate(arch_str.split("-"), 1)]
+    items = [part.split("=", 1) for part in arch_str.split(",")]
+    if not arch_str or any(len(item) != 2 or not item[0] for item in items):
+        raise ValueError(f"not a 'decision=option,...' string: {arch_str[:80]!r}")
+    return [(k, v) for k, v in items]
+
+
+def decisions_figure(arch_str: str, *, title: str | None = None) -> Figure:
+    """A table of an architecture's decisions and options (spaces without cells).
+
+    Raises:
+        ValueError: ``arch_str`` is not a ``name=option,...`` string or a macro key.
+    """
+    from matplotlib.figure import Figure
+
+    rows = arch_decisions(arch_str)
+    columns = max(1, -(-len(rows) // 16))  # at most 16 rows per column pair
+    per = -(-len(rows) // columns)
+    cells = [[] for _ in range(per)]
+    for i, (k, v) in enumerate(rows):
+        cells[i % per] += [k, v]
+    for row in cells:
+        row += [""] * (2 * columns - len(row))
+    fig = Figure(figsize=(2.6 * columns + 0.4, 0.2 * per + 0.6), dpi=90)
+    ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - 0.3 / (0.2 * per + 0.6)))
+    ax.axis("off")
+    table = ax.table(
+        cellText=cells,
+        colLabels=["decision", "option"] * columns,
+        loc="upper center",
+        cellLoc="left",
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    fig.text(0.5, 0.99, title or "architecture", ha="center", va="top", fontsize=8)
     return fig
 
 

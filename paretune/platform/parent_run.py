@@ -137,8 +137,6 @@ def end_parent_run(config: ExperimentConfig, state: Mapping[str, Any], status: s
 def picture_rows(config: ExperimentConfig, report: SearchReport) -> list[Any]:
     """The trials whose runs get a cell picture (``mlflow.cell_pictures``)."""
     pictures = config.mlflow.cell_pictures
-    if config.space.kind not in ("nb201", "darts"):
-        return []  # only cells are drawn (macro spaces have no cell)
     if pictures == "auto":
         pictures = "all" if config.evaluator.kind == "train" else "front"
     return report.rows if pictures == "all" else report.front if pictures == "front" else []

@@ -167,25 +167,23 @@ def test_spaces_with_twin_networks_measure_each_network_once():
     assert not isinstance(make_searcher(plain).engine, DeduplicatedEngine)
 
 
-def test_cell_pictures_for_cell_spaces_only():
+def test_pictures_of_cells_and_of_decision_tables():
     import numpy as np
 
-    from paretune.platform.artifacts import cell_png
-    from paretune.platform.parent_run import picture_rows
+    from paretune.platform.artifacts import arch_decisions, cell_png
     from paretune.spaces import make_space
 
-    darts = make_space("darts")
-    png = cell_png(darts.encode(darts.sample(np.random.default_rng(0))))
-    assert png.startswith(b"\x89PNG")
-
-    class Report:
-        rows = front = ["a trial"]
-
-    train = {"kind": "python", "function": "m:f"}
-    for kind, expected in (("darts", ["a trial"]), ("macro", [])):
-        assert picture_rows(config_from_dict(cfg({"kind": kind}, train)), Report()) == expected
-    choices = cfg({"kind": "choices", "decisions": {"w": [1, 2]}}, train)
-    assert picture_rows(config_from_dict(choices), Report()) == []
+    for kind in ("darts", "mobilenet", "macro"):
+        space = make_space(kind)
+        png = cell_png(space.encode(space.sample(np.random.default_rng(0))))
+        assert png.startswith(b"\x89PNG"), kind
+    assert arch_decisions("width=16,depth=2") == [("width", "16"), ("depth", "2")]
+    assert arch_decisions("2-1-0-0-0-0-0-0")[:2] == [
+        ("layer1", "ir_5x5_t6"),
+        ("layer2", "ir_3x3_t3"),
+    ]
+    with pytest.raises(ValueError, match="not a 'decision=option,...' string"):
+        cell_png("no decisions here")
 
 
 def test_sources_are_kept_absolute(tmp_path, monkeypatch):
