@@ -224,7 +224,7 @@ def build_jobs(
             per_budget = _takes_budget(engine)
             budget_groups = [[b] for b in args.budgets] if per_budget else [list(args.budgets)]
             for seed, in_flight, budgets in itertools.product(
-                range(args.seeds), args.in_flight, budget_groups
+                range(args.first_seed, args.first_seed + args.seeds), args.in_flight, budget_groups
             ):
                 jobs.append(
                     {
@@ -279,7 +279,7 @@ def format_table(
     ds = args.dataset
     lines = [
         f"NB201 search quality: dataset {ds}; search sees {ds}_valid_200, found sets scored with "
-        f"{ds}_test_200; seeds 0..{args.seeds - 1}",
+        f"{ds}_test_200; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}",
         "gap = 1 - HV(all evaluated)/HV(true front), objectives min-max normalised over the table, "
         "reference = front nadir + 10% of front range; lower is better",
         "test acc = test accuracy of the evaluated arch with the best valid accuracy; "
@@ -389,6 +389,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="engine names, comma-separated",
     )
     p.add_argument("--seeds", type=int, default=10, help="number of seeds (0..N-1)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (to split a long run)"
+    )
     p.add_argument(
         "--budgets", type=lambda t: sorted({int(x) for x in csv_list(t)}), default=[100, 300, 1000]
     )
