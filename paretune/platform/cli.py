@@ -73,12 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     from paretune.platform import launcher
 
     try:
-        if args.command == "run":
-            result = launcher.run(args.config, args.overrides, verbose=0 if args.quiet else 1)
+        if args.command in ("run", "resume"):
+            if args.command == "run":
+                result = launcher.run(args.config, args.overrides, verbose=0 if args.quiet else 1)
+            else:
+                result = launcher.resume(args.experiment_dir, verbose=0 if args.quiet else 1)
             _print_result(result.report, result.experiment_dir, result.parent_run_id)
-        elif args.command == "resume":
-            result = launcher.resume(args.experiment_dir, verbose=0 if args.quiet else 1)
-            _print_result(result.report, result.experiment_dir, result.parent_run_id)
+            if result.tracking_problem:
+                print(
+                    f"paretune: MLflow record incomplete: {result.tracking_problem}",
+                    file=sys.stderr,
+                )
+                return 1
         elif args.command == "report":
             rep = launcher.report(args.experiment_dir)
             _print_result(rep, args.experiment_dir, None)

@@ -70,6 +70,7 @@ from paretune.platform.tuning import (
     restorable_segment,
     restore_tuner,
 )
+from paretune.platform.writer_messages import short_reason
 
 __all__ = ["RunResult", "SearchFailed", "report", "resume", "run"]
 
@@ -84,6 +85,9 @@ class RunResult:
     report: SearchReport
     parent_run_id: str | None
     mlflow_experiment_id: str | None
+    # Set when MLflow lost part of the record (e.g. the SQLite store was removed during the
+    # search): the message, with the ``paretune sync-mlflow`` hint. The CLI exits non-zero.
+    tracking_problem: str | None = None
 
 
 def run(
@@ -123,7 +127,7 @@ def run(
         write_state(experiment_dir, state)
         if isinstance(searcher, ParetoSearcher):  # replayed on resume (see its doc)
             searcher.events_path = str(experiment_dir / EVENTS_FILE)
-        tracker = make_tracker(prepared, state) if config.mlflow.enabled else None
+        tracker = make_tracker(prepared, state, experiment_dir) if config.mlflow.enabled else None
         try:
             fit_segments(
                 prepared,
@@ -193,7 +197,9 @@ def resume(
                 if isinstance(searcher, ParetoSearcher):
                     searcher.events_path = str(experiment_dir / EVENTS_FILE)
                 searcher.restore_from_dir(str(segment))
-                tracker = make_tracker(prepared, state) if config.mlflow.enabled else None
+                tracker = (
+                    make_tracker(prepared, state, experiment_dir) if config.mlflow.enabled else None
+                )
                 fit_segments(
                     prepared,
                     searcher,
@@ -230,7 +236,7 @@ def report(experiment_dir: str | os.PathLike) -> SearchReport:
     return search_report(prepare(config), experiment_dir)
 
 
-def make_tracker(prepared: Prepared, state: dict[str, Any]) -> MlflowTracker:
+def make_tracker(prepared: Prepared, state: dict[str, Any], experiment_dir: Path) -> MlflowTracker:
     """The MLflow callback of a new search; :func:`run` waits for its writes itself."""
     cfg, space = prepared.config, prepared.space
     return MlflowTracker(
@@ -241,6 +247,7 @@ def make_tracker(prepared: Prepared, state: dict[str, Any]) -> MlflowTracker:
         arch_params=lambda c: space.to_params(arch_from_config(space, c)),
         objectives=prepared.objectives,
         wait_at_end=False,
+        experiment_dir=experiment_dir,
     )
 
 
@@ -257,7 +264,11 @@ def _sync_lost_trial_runs(prepared: Prepared, state: dict[str, Any], experiment_
             SyncSummary(redact_uri(uri), state["parent_run_id"]),
         )
     except Exception as exc:  # noqa: BLE001 - `paretune sync-mlflow` can do it later
-        logger.warning("MLflow runs of earlier trials not checked (%s); run sync-mlflow", exc)
+        logger.warning(
+            "MLflow runs of earlier trials not checked (%s); run `paretune sync-mlflow %s`",
+            short_reason(exc, uri),
+            experiment_dir,
+        )
 
 
 def _finish(
@@ -302,11 +313,15 @@ def _finish(
         except Exception as exc:  # noqa: BLE001 - the search is done; MLflow can catch up later
             logger.warning(
                 "could not finish the MLflow parent run (%s); run `paretune sync-mlflow %s`",
-                exc,
+                short_reason(exc, cfg.mlflow.tracking_uri),
                 experiment_dir,
             )
     if rep.rows and not any(r.ok for r in rep.rows):
         raise SearchFailed(failure_summary(rep, experiment_dir))
     return RunResult(
-        experiment_dir, rep, state.get("parent_run_id"), state.get("mlflow_experiment_id")
+        experiment_dir,
+        rep,
+        state.get("parent_run_id"),
+        state.get("mlflow_experiment_id"),
+        tracking_problem=tracker.store_problem if tracker is not None else None,
     )

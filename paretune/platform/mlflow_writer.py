@@ -89,13 +89,6 @@ def existing_trial_runs(
             return out
 
 
-def sqlite_fast_commits(tracking_uri: str) -> None:
-    """Does nothing (kept for callers): paretune no longer changes SQLAlchemy's connections.
-
-    A store in WAL mode (``parent_run.enable_sqlite_wal``) already commits by one append.
-    """
-
-
 # ---------------------------------------------------------------------- the writer
 LOCK_FILE = "mlflow-writer.lock"  # in the experiment folder
 

@@ -21,7 +21,6 @@ from mlflow.tracking import MlflowClient
 from paretune.platform import artifacts
 from paretune.platform.config import ConfigError, ExperimentConfig
 from paretune.platform.experiment import segment_dirs, trial_dirs
-from paretune.platform.mlflow_writer import sqlite_fast_commits
 from paretune.platform.redact import redact_text, redact_uri
 from paretune.platform.report import SearchReport
 from paretune.platform.tracking import existing_trial_runs
@@ -49,17 +48,13 @@ def enable_sqlite_wal(tracking_uri: str) -> None:
 
     Each MLflow write is a transaction; in WAL mode a commit costs one sequential append
     instead of rewriting the database and its journal, about 2x faster per trial here, and
-    readers (the MLflow UI) no longer block the writer. In WAL mode a commit need not wait for
-    the disk either (see :func:`~paretune.platform.mlflow_writer.sqlite_fast_commits`).
+    readers (the MLflow UI) no longer block the writer.
     """
     if not tracking_uri.startswith("sqlite:///"):
         return
     path = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
         con.execute("PRAGMA journal_mode=WAL")
-    # Commits without an fsync each (synchronous=NORMAL) for this process's MLflow connections
-    # to the file: the parent run's summary and the Pareto tags at the end are many small writes.
-    sqlite_fast_commits(tracking_uri)
 
 
 def redacted_params(config: ExperimentConfig) -> dict[str, str]:

@@ -36,6 +36,7 @@ from paretune.platform.tracking import (
     split_result,
 )
 from paretune.platform.trainable import arch_from_config
+from paretune.platform.writer_messages import short_reason
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,10 @@ def keep_interrupted_runs(tracking_uri: str, state: dict[str, Any]) -> int:
                 _move_run(client, done[0], stale[0].info.run_id)
                 kept += 1
     except Exception as exc:  # noqa: BLE001 - the search is done; MLflow is a view of it
-        logger.warning("MLflow runs of interrupted trials not kept (%s); run sync-mlflow", exc)
+        logger.warning(
+            "MLflow runs of interrupted trials not kept (%s); run `paretune sync-mlflow`",
+            short_reason(exc, tracking_uri),
+        )
     return kept
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from paretune.platform.redact import redact_uri
+
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 FRONT_FILTER = "tags.pareto = 'front'"
 UI_LOG = "mlflow-ui.log"  # the server's output, in the experiment directory
@@ -92,7 +94,9 @@ def experiment_id_of(tracking_uri: str, experiment_name: str) -> str:
 
     exp = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name)
     if exp is None:
-        raise UIError(f"no MLflow experiment named {experiment_name!r} in {tracking_uri}")
+        raise UIError(
+            f"no MLflow experiment named {experiment_name!r} in {redact_uri(tracking_uri)}"
+        )
     return str(exp.experiment_id)
 
 
@@ -182,10 +186,11 @@ def start_ui(
             experiment_id = experiment_id_of(tracking_uri, experiment_name)
         if wait:
             wait_until_up(base, None, min(timeout, 10.0))
-        return None, experiment_url(base, experiment_id) if experiment_id else base + "/"
+        shown = redact_uri(base)  # the URL is printed: no credentials
+        return None, experiment_url(shown, experiment_id) if experiment_id else shown + "/"
     db = _sqlite_file(tracking_uri)
     if db is not None and not db.is_file():
-        raise UIError(f"{tracking_uri}: no such database file ({db.resolve()})")
+        raise UIError(f"{redact_uri(tracking_uri)}: no such database file ({db.resolve()})")
     if experiment_id is None and experiment_name is not None:
         experiment_id = experiment_id_of(tracking_uri, experiment_name)
     port = port or free_port(host)

@@ -320,3 +320,56 @@ def test_credentials_of_the_tracking_uri_are_redacted(nb201_path, tmp_path):
     with pytest.raises(ConfigError) as caught:
         check_tracking_uri(server)
     assert "pw@" not in str(caught.value) and "bob:***@127.0.0.1:9" in str(caught.value)
+
+
+class _RemoveStoreOnce:
+    """An ``evaluator_wrapper`` whose trials remove the SQLite store once, mid-search."""
+
+    def __init__(self, db: Path, after: int) -> None:
+        self.db, self.after = str(db), after
+
+    def __call__(self, evaluator):
+        return _StoreRemover(evaluator, self.db, self.after)
+
+
+class _StoreRemover:
+    def __init__(self, inner, db: str, after: int) -> None:
+        self.inner, self.db, self.after = inner, db, after
+
+    def metrics(self):
+        return self.inner.metrics()
+
+    def evaluate(self, arch, report=None, **context):
+        db = Path(self.db)
+        marker = db.parent / "trials-seen"
+        with marker.open("a") as f:
+            f.write("x")
+        if len(marker.read_text()) == self.after:
+            for p in db.parent.glob(db.name + "*"):
+                p.unlink()
+        return self.inner.evaluate(arch, report, **context)
+
+
+def test_a_store_removed_during_the_search_is_reported(ray_session, nb201_path, tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    cfg = config_from_dict(
+        tabular_config(nb201_path, f"sqlite:///{db}", tmp_path, num_samples=12, max_concurrent=2)
+    )
+    result = run(cfg, verbose=0, evaluator_wrapper=_RemoveStoreOnce(db, after=6))
+    assert len(result.report.rows) == 12  # the search itself went on
+    assert result.tracking_problem is not None
+    assert "sync-mlflow" in result.tracking_problem
+    assert str(db) in result.tracking_problem
+
+
+def test_the_cli_exits_non_zero_when_mlflow_lost_the_record(monkeypatch, capsys, tmp_path):
+    from paretune.platform import cli, launcher
+
+    def fake_run(*args, **kwargs):
+        return launcher.RunResult(tmp_path, None, None, None, tracking_problem="store gone; sync")
+
+    monkeypatch.setattr(launcher, "run", fake_run)
+    monkeypatch.setattr(cli, "_print_result", lambda *a, **k: None)
+    assert cli.main(["run", "conf/quickstart.yaml"]) == 1
+    assert "MLflow record incomplete: store gone; sync" in capsys.readouterr().err
