@@ -1,4 +1,5 @@
-# Two commands for a fresh machine: `make run` (quickstart search) and `make test` (lint + tests).
+# Two commands for a fresh machine: `make run` (quickstart search) and `make test` (lint + the
+# quick tests, under 5 minutes on 2 cores). `make test-all` adds the slow end-to-end tests (CI).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 LINTED := $(wildcard paretune tests benchmarks examples)
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test test-all lint format bench clean
 
 install: $(STAMP)
 
@@ -24,6 +25,9 @@ lint: install
 	$(VENV)/bin/ruff format --check $(LINTED)
 
 test: lint
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: lint
 	$(PY) -m pytest -q
 
 format: install
