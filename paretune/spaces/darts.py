@@ -22,23 +22,14 @@ from __future__ import annotations
 import ast
 import itertools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from paretune.spaces.base import Arch, Decision, SearchSpace
+from paretune.spaces.darts_ops import DARTS_OPS, Genotype
 
 if TYPE_CHECKING:
     from torch import nn
 
-DARTS_OPS: tuple[str, ...] = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
 CELLS: tuple[str, ...] = ("normal", "reduce")
 NODES: tuple[int, ...] = (2, 3, 4, 5)
 CONCAT: tuple[int, ...] = (2, 3, 4, 5)
@@ -58,15 +49,6 @@ def input_pairs(node: int) -> tuple[tuple[int, int], ...]:
 
 def _pair_name(pair: tuple[int, int]) -> str:
     return f"{pair[0]}-{pair[1]}"
-
-
-class Genotype(NamedTuple):
-    """DARTS's genotype: per cell 8 ``(operation, input state)`` pairs, two per node."""
-
-    normal: list[tuple[str, int]]
-    normal_concat: list[int]
-    reduce: list[tuple[str, int]]
-    reduce_concat: list[int]
 
 
 # Genotypes published with DARTS (Liu et al., ICLR 2019) and PertNAS (algorithms.md section 1.6).

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paretune.spaces.darts import DARTS_OPS, Genotype
+from paretune.spaces.darts_ops import DARTS_OPS, Genotype
 
 
 class ReLUConvBN(nn.Sequential):

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from paretune.spaces.base import Arch, Decision, SearchSpace
+from paretune.spaces.macro_stages import MACRO_STAGES
 
 if TYPE_CHECKING:
     from torch import nn
 
 MACRO_CHOICES: tuple[str, ...] = ("0", "1", "2")
 MACRO_CHOICE_NAMES: dict[str, str] = {"0": "id", "1": "ir_3x3_t3", "2": "ir_5x5_t6"}
-MACRO_STAGES: tuple[int, ...] = (2, 3, 3)
 NUM_LAYERS = sum(MACRO_STAGES)
 _EXAMPLE = "2-2-2-1-2-2-2-0"
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from paretune.spaces.macro import MACRO_STAGES
+from paretune.spaces.macro_stages import MACRO_STAGES
 from paretune.spaces.mobilenet_model import InvertedResidual
 
 STAGE_CHANNELS: tuple[int, ...] = (64, 128, 256)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from paretune.spaces.base import Arch, Decision, SearchSpace
+from paretune.spaces.mobilenet_blocks import Block
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,15 +50,6 @@ STAGES: tuple[Stage, ...] = (
     Stage(320, 1, ("1",)),
 )
 MOBILENET_V2_DEPTHS: tuple[int, ...] = (2, 3, 4, 3, 3, 1)
-
-
-class Block(NamedTuple):
-    """One inverted-residual block of a built network."""
-
-    channels: int
-    stride: int
-    kernel: int
-    expansion: int
 
 
 class MobileNetSpace(SearchSpace):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from paretune.spaces.mobilenet import Block
+from paretune.spaces.mobilenet_blocks import Block
 
 STEM_CHANNELS = 32
 FIRST_BLOCK_CHANNELS = 16

@@ -6,19 +6,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from paretune.spaces.base import Arch, Decision, SearchSpace
+from paretune.spaces.nb201_ops import NB201_EDGES, NB201_OPS
 
 if TYPE_CHECKING:
     from torch import nn
-
-NB201_OPS: tuple[str, ...] = (
-    "none",
-    "skip_connect",
-    "nor_conv_1x1",
-    "nor_conv_3x3",
-    "avg_pool_3x3",
-)
-# Edges in the order of the standard string |0->1|+|0->2|1->2|+|0->3|1->3|2->3|.
-NB201_EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
 
 _EXAMPLE = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|none~2|"

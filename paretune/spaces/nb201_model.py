@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from paretune.spaces.nb201 import NB201_EDGES, NB201_OPS
+from paretune.spaces.nb201_ops import NB201_EDGES, NB201_OPS
 
 
 class ReLUConvBN(nn.Sequential):
