@@ -37,11 +37,9 @@ from paretune.search_algos.base import Engine, Record
 from paretune.search_algos.params import positive_int
 from paretune.search_algos.pareto import crowding_distance, non_dominated_sort
 from paretune.search_algos.random_search import UnseenSampler
-from paretune.search_algos.registry import register
 from paretune.spaces.base import Arch, SearchSpace
 
 
-@register
 class RegularizedEvolution(Engine):
     """Asynchronous multi-objective regularized evolution.
 

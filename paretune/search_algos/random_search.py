@@ -17,7 +17,6 @@ import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.base import Engine, Record
-from paretune.search_algos.registry import register
 from paretune.spaces.base import Arch, SearchSpace, as_arch
 
 # Spaces up to this size may be enumerated once more than half of them has been seen.
@@ -74,7 +73,6 @@ class UnseenSampler:
                 return arch
 
 
-@register
 class RandomSearch(Engine):
     """Uniform random search without repeats; ``ask`` returns ``None`` once the space is exhausted.
 

@@ -30,7 +30,6 @@ from paretune.search_algos.perturbation.motif import (
     motif_table_rows,
 )
 from paretune.search_algos.random_search import UnseenSampler
-from paretune.search_algos.registry import register
 from paretune.spaces.base import Arch, SearchSpace
 
 PHASES = ("seed", "expand", "coarse", "fine", "local")
@@ -71,7 +70,6 @@ def design_cells(space: SearchSpace) -> list[Arch]:
     return cells
 
 
-@register
 class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
     """PertNAS-style perturbation evolution with a multi-objective motif table.
 

@@ -61,6 +61,8 @@ from paretune.search_algos.shrinking.engine import (
     LOCAL_ORDERS,
     REWARDS,
     ProgressiveShrinking,
+)
+from paretune.search_algos.shrinking.schedule import (
     decision_schedules,
     default_schedule,
     default_stage_fractions,
