@@ -7,7 +7,8 @@ name::
 
     paretune run conf/custom_space.yaml
 
-From Python, the same function can be called directly::
+or from Python: ``paretune.run("conf/custom_space.yaml")``. The function can also be called
+directly::
 
     from custom_model import evaluate
     evaluate({"width": 16, "depth": 2, "kernel": 3}, report=lambda **m: print(m))
