@@ -47,6 +47,7 @@ def test_name_is_an_alias_of_kind_and_dumps_stay_plain():
         ({"kind": "choices"}, None, r"space.decisions is required"),
         ({"kind": "choices", "decisions": {"w": [1, 1]}}, None, r"decisions.w = \[1, 1\]"),
         ({"kind": "python"}, None, r"space.factory is required"),
+        ({"kind": "darts", "predictor": "p"}, None, r"predictor.path = 'p': .* NB201 cells only"),
         ({"kind": "nb201"}, {"kind": "python", "function": "x"}, r"evaluator.function = 'x'"),
         (
             {"kind": "macro"},
@@ -56,8 +57,10 @@ def test_name_is_an_alias_of_kind_and_dumps_stay_plain():
     ],
 )
 def test_bad_space_or_evaluator_is_one_line(space, evaluator, expected):
+    space = dict(space)
+    more = {"predictor": {"path": space.pop("predictor")}} if "predictor" in space else {}
     with pytest.raises(ConfigError, match=expected) as info:
-        config_from_dict(cfg(space, evaluator))
+        config_from_dict(cfg(space, evaluator, **more))
     assert "\n" not in str(info.value)
 
 
