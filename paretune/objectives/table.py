@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from paretune.objectives import safe_pickle
 from paretune.objectives.base import Evaluation, MetricInfo, ReportFn
 from paretune.objectives.nb201_table import (
     DATASETS,
@@ -39,6 +38,7 @@ from paretune.objectives.nb201_table import (
     load_table,
     resolve_table_path,
 )
+from paretune.objectives.safe_pickle import PickleDataError, parse, to_data
 from paretune.spaces.base import Arch, SearchSpace
 from paretune.spaces.nb201 import NB201_OPS, NB201Space
 
@@ -314,8 +314,8 @@ def load_hw_nas_bench_pickle(path: str | os.PathLike, dataset: str) -> pd.DataFr
     if not p.is_file():
         raise FileNotFoundError(f"HW-NAS-Bench pickle not found: {str(p)!r}")
     try:
-        d = safe_pickle.to_data(safe_pickle.parse(p.read_bytes(), str(p)), str(p))
-    except safe_pickle.PickleDataError as exc:
+        d = to_data(parse(p.read_bytes(), str(p)), str(p))
+    except PickleDataError as exc:
         reason = str(exc).removeprefix(f"{p}: ")
         raise ValueError(f"{str(p)!r}: not an HW-NAS-Bench pickle ({reason})") from None
     if not isinstance(d, Mapping) or "nasbench201" not in d:
