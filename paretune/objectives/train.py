@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,31 +55,32 @@ import torch
 from torch import nn
 
 from paretune.objectives.base import Evaluation, MetricInfo, ReportFn
-from paretune.objectives.data import DATASETS, Dataset, Split, load_dataset
+from paretune.objectives.data import DATASETS, Dataset, load_dataset
 from paretune.objectives.energy import (
     METER_KINDS,
     POWERCAP_ROOT,
     SOURCE_ESTIMATED,
     EnergyCoefficients,
     EnergyMeter,
-    EnergyReading,
-    energy_above_idle,
-    estimate_energy,
-    estimate_training_energy,
-    finite_positive,
     make_energy_meter,
-    measure_idle,
 )
 from paretune.objectives.measure import (
-    EnergyCounts,
     count_energy_inputs,
     count_params,
     measure_latency,
 )
+from paretune.objectives.train_loop import (
+    WEIGHTS_FILE,
+    WEIGHTS_META_FILE,
+    _batch_of,
+    accuracy,
+    inherit_weights,
+    resolve_device,
+    train_epochs,
+)
+from paretune.objectives.train_measure import inference_energy, inference_window
 from paretune.spaces.base import Arch, SearchSpace
 from paretune.spaces.nb201 import NB201Space
-
-_EVAL_BATCH = 512
 
 
 def _builder_params(space: SearchSpace, options: Mapping[str, Any]) -> set[str]:
@@ -111,11 +111,6 @@ def _builder_params(space: SearchSpace, options: Mapping[str, Any]) -> set[str]:
     return names
 
 
-WEIGHTS_FILE = "weights.pt"
-WEIGHTS_META_FILE = "weights.json"
-# Tensors of cell edge k are named cells.<layer>.ops.<k>.<...>.
-_EDGE_TENSOR = re.compile(r"^cells\.\d+\.ops\.(\d+)\.")
-
 METRICS: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("%", "max", "measured"),
     "test_accuracy": MetricInfo("%", "max", "measured"),
@@ -128,103 +123,6 @@ METRICS: dict[str, MetricInfo] = {
     "energy_train": MetricInfo("J", "min", SOURCE_ESTIMATED),
 }
 ONNX_METRIC = "latency_onnx"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other names are checked to be usable."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(
-            f"device={device!r} is not a torch device (e.g. cpu, cuda, cuda:1, auto)"
-        ) from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available here (use cpu or auto)")
-    return dev
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, split: Split, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` on ``split``, in percent (eval mode)."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(split), _EVAL_BATCH):
-        x = split.x[i : i + _EVAL_BATCH].to(device, non_blocking=True)
-        y = split.y[i : i + _EVAL_BATCH].to(device, non_blocking=True)
-        correct += int((model(x).argmax(dim=1) == y).sum())
-    return 100.0 * correct / max(len(split), 1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _batch_of(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``size`` images from ``x``, repeating it when it has fewer."""
-    if len(x) >= size:
-        return x[:size]
-    reps = math.ceil(size / max(len(x), 1))
-    return x.repeat(reps, *([1] * (x.dim() - 1)))[:size]
-
-
-def inherit_weights(
-    model: nn.Module, checkpoint: str | os.PathLike, arch: Arch | None = None
-) -> tuple[int, str | None]:
-    """Copy the tensors of a saved ``state_dict`` into ``model`` where name and shape match.
-
-    Tensors of cell edges whose operation differs from the parent's (when the checkpoint's
-    ``weights.json`` names the parent's architecture and ``arch`` is given) are not copied.
-
-    Args:
-        model: the network to initialise (changed in place).
-        checkpoint: a ``weights.pt`` file or the folder holding it.
-        arch: the network's architecture (to skip perturbed edges).
-
-    Returns:
-        ``(tensors copied, None)``, or ``(0, reason)`` when nothing could be inherited; the
-        model is then unchanged.
-    """
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
-    if not path.is_file():
-        return 0, f"parent checkpoint {str(path)!r} does not exist"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file means "train from scratch"
-        return 0, f"parent checkpoint {str(path)!r} is unreadable ({type(exc).__name__}: {exc})"
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        return 0, f"parent checkpoint {str(path)!r} is not a state_dict of tensors"
-    changed: set[int] = set()
-    meta_path = path.with_name(WEIGHTS_META_FILE)
-    if arch is not None and meta_path.is_file():
-        try:
-            parent = json.loads(meta_path.read_text()).get("arch_indices")
-            if parent is not None and len(parent) == len(arch):
-                changed = {k for k, (a, b) in enumerate(zip(parent, arch, strict=True)) if a != b}
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass  # no parent architecture: fall back to name and shape
-    own = model.state_dict()
-    picked: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        target = own.get(name)
-        if target is None or target.shape != tensor.shape or target.dtype != tensor.dtype:
-            continue
-        edge = _EDGE_TENSOR.match(name)
-        if edge and int(edge.group(1)) in changed:
-            continue
-        picked[name] = tensor
-    if not picked:
-        return 0, f"no tensor of {str(path)!r} matches the network in name and shape"
-    with torch.no_grad():
-        for name, tensor in picked.items():
-            own[name].copy_(tensor.to(own[name].device))
-    return len(picked), None
 
 
 class TrainEvaluator:
@@ -496,104 +394,6 @@ class TrainEvaluator:
             )
         return values, extras
 
-    @torch.no_grad()
-    def _inference_window(
-        self, model: nn.Module, data: Dataset, meter: EnergyMeter
-    ) -> tuple[EnergyReading, EnergyReading | Exception, int]:
-        """Energy of ``energy_batches`` inference batches (at least ``energy_min_window_s``),
-        the idle reading before them (or why it failed), and the images of the window."""
-        dev = self.device
-        x = _batch_of(data.test.x, self.energy_batch_size).to(dev)
-        was_training = model.training
-        model.eval()
-        try:
-            _sync(dev)
-            idle: EnergyReading | Exception
-            try:
-                idle = measure_idle(meter, self.energy_idle_s)
-            except Exception as exc:  # noqa: BLE001 - energy_dynamic then falls back
-                idle = exc
-            for _ in range(self.energy_warmup):
-                model(x)
-            _sync(dev)
-            window = meter.start()
-            started = time.perf_counter()
-            batches = 0
-            limit = 1000 * self.energy_batches
-            while batches < self.energy_batches or (
-                time.perf_counter() - started < self.energy_min_window_s and batches < limit
-            ):
-                model(x)
-                batches += 1
-                if batches % 8 == 0:
-                    _sync(dev)
-            _sync(dev)
-            reading = window.stop()
-        finally:
-            model.train(was_training)
-        return reading, idle, batches * len(x)
-
-    def _inference_energy(
-        self, model: nn.Module, data: Dataset, counts: EnergyCounts
-    ) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
-        """Per-image ``energy`` and ``energy_dynamic`` (mJ), their sources and extras:
-        measured when a meter works, else the analytic model."""
-        meter, why = self.meter()
-        values: dict[str, float] = {}
-        sources: dict[str, str] = {}
-        extras: dict[str, Any] = {}
-        if meter is not None:
-            try:
-                reading, idle, images = self._inference_window(model, data, meter)
-            except Exception as exc:  # noqa: BLE001 - a failing meter must not fail the trial
-                why = f"{meter.describe()} failed: {type(exc).__name__}: {exc}"
-            else:
-                images = max(images, 1)
-                mj = reading.joules * 1e3 / images
-                extras.update(
-                    energy_window_s=reading.seconds,
-                    energy_window_images=images,
-                    energy_window_j=reading.joules,
-                    energy_method=reading.method,
-                    energy_meter=meter.describe(),
-                )
-                if finite_positive(mj):
-                    values["energy"], sources["energy"] = mj, reading.source
-                    if isinstance(idle, Exception):
-                        extras["energy_dynamic_error"] = (
-                            f"idle reading failed: {type(idle).__name__}: {idle}"
-                        )
-                    else:
-                        joules, method = energy_above_idle(reading, idle)
-                        raw = joules * 1e3 / images
-                        values["energy_dynamic"] = max(raw, 0.0)
-                        sources["energy_dynamic"] = reading.source
-                        extras.update(
-                            energy_idle_w=idle.watts,
-                            energy_idle_s=idle.seconds,
-                            energy_dynamic_raw_mj=raw,
-                            energy_dynamic_method=method,
-                        )
-                else:
-                    why = (
-                        f"{meter.describe()} read {reading.joules!r} J over {reading.seconds:.3g} s"
-                    )
-        if "energy_dynamic" not in values:
-            # The analytic model, per image of the window's batches: the weights are read once
-            # per batch, MACs and activations once per image. It has no idle part.
-            mj = estimate_energy(
-                counts.macs_m,
-                counts.weights_m / self.energy_batch_size,
-                counts.activations_m,
-                self.energy_coefficients,
-            )
-            if "energy" not in values:
-                values["energy"], sources["energy"] = mj, SOURCE_ESTIMATED
-                extras["energy_meter_error"] = why
-            values["energy_dynamic"], sources["energy_dynamic"] = mj, SOURCE_ESTIMATED
-            extras.setdefault("energy_dynamic_method", "analytic model (no idle part)")
-        return values, sources, extras
-
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, arch: Arch, report: ReportFn | None = None, **context: Any) -> Evaluation:
         """Train and measure ``arch``.
@@ -616,7 +416,6 @@ class TrainEvaluator:
         data = self.data()
         dev = self.device
         model = self.build(arch, data).to(dev)
-        generator = torch.Generator().manual_seed(self.seed)
 
         # Costs first: they do not depend on the weights, and every epoch's report carries them,
         # so a trial stopped early by a scheduler still has complete objective values.
@@ -626,7 +425,7 @@ class TrainEvaluator:
         counts = count_energy_inputs(model, shape)
         flops = counts.macs_m
         lat, extras = self._latencies(model, data)
-        energies, energy_sources, energy_extras = self._inference_energy(model, data, counts)
+        energies, energy_sources, energy_extras = inference_energy(self, model, data, counts)
         extras.update(energy_extras)
         measure_time = time.perf_counter() - started
         costs = {"params": params, "flops": flops, **lat, **energies}
@@ -644,82 +443,9 @@ class TrainEvaluator:
         if why is not None:
             extras["inherit_error"] = why
 
-        train = data.train
-        n = len(train)
-        steps_per_epoch = math.ceil(n / self.batch_size)
-        opt = torch.optim.SGD(
-            model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        val_acc, train_loss, energy_train, sources["energy_train"], train_time = train_epochs(
+            self, model, data, epochs, costs, counts, energy_source, extras, report
         )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-        loss_fn = nn.CrossEntropyLoss()
-        val_acc = float("nan")
-        train_loss = float("nan")
-        meter = self.meter()[0] if energy_source != SOURCE_ESTIMATED else None
-        window = None
-        if meter is not None:
-            try:
-                _sync(dev)
-                window = meter.start()
-            except Exception as exc:  # noqa: BLE001
-                extras["energy_train_error"] = f"{type(exc).__name__}: {exc}"
-        samples = steps = 0
-        started = time.perf_counter()
-
-        def energy_train_so_far(final: bool) -> tuple[float, str]:
-            if window is not None:
-                try:
-                    _sync(dev)
-                    reading = window.stop() if final else window.read()
-                    if finite_positive(reading.joules):
-                        return reading.joules, reading.source
-                    extras["energy_train_error"] = f"meter read {reading.joules!r} J"
-                except Exception as exc:  # noqa: BLE001
-                    extras["energy_train_error"] = f"{type(exc).__name__}: {exc}"
-            joules = estimate_training_energy(
-                counts.macs_m,
-                counts.weights_m,
-                counts.activations_m,
-                samples,
-                steps,
-                self.energy_coefficients,
-            )
-            return joules, SOURCE_ESTIMATED
-
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order = torch.randperm(n, generator=generator)
-            total, seen = 0.0, 0
-            for i in range(0, n, self.batch_size):
-                idx = order[i : i + self.batch_size]
-                if len(idx) < 2:  # BatchNorm needs more than one sample
-                    sched.step()
-                    continue
-                x = train.x[idx].to(dev, non_blocking=True)
-                y = train.y[idx].to(dev, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(idx)
-                seen += len(idx)
-            samples += seen
-            steps += steps_per_epoch
-            train_loss = total / max(seen, 1)
-            val_acc = accuracy(model, data.valid, dev)
-            if report is not None:
-                so_far, _ = energy_train_so_far(final=False)
-                report(
-                    {
-                        "accuracy": val_acc,
-                        **costs,
-                        "energy_train": so_far,
-                        "epoch": epoch,
-                        "train_loss": train_loss,
-                    }
-                )
-        energy_train, sources["energy_train"] = energy_train_so_far(final=True)
-        train_time = time.perf_counter() - started
 
         test_acc = accuracy(model, data.test, dev)
         if trial_dir is not None and self.save_weights:
@@ -788,3 +514,18 @@ class TrainEvaluator:
             f"TrainEvaluator(dataset={self.dataset!r}, epochs={self.epochs}, channels={self.channels}, "
             f"cells_per_stage={self.cells_per_stage}, device={str(self.device)!r})"
         )
+
+
+__all__ = [
+    "METRICS",
+    "ONNX_METRIC",
+    "WEIGHTS_FILE",
+    "WEIGHTS_META_FILE",
+    "TrainEvaluator",
+    "accuracy",
+    "inherit_weights",
+    "inference_energy",
+    "inference_window",
+    "resolve_device",
+    "train_epochs",
+]
