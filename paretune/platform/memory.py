@@ -68,6 +68,9 @@ from ray.util import debug
 logger = logging.getLogger(__name__)
 
 
+PRIVATE_TRIM_ENV = "PARETUNE_RAY_PRIVATE_TRIM"
+
+
 class TrimFinishedTrials(Callback):
     """Drops what a finished trial no longer needs; see the module doc.
 
@@ -82,20 +85,33 @@ class TrimFinishedTrials(Callback):
             trial for a dozen metrics). ``ResultGrid.get_best_result`` needs them for the
             metric it ranks by; results themselves (``last_result``) are kept whole.
         trim_every_s: seconds between ``malloc_trim`` calls (0: never).
+        private_parts: also drop or share what Ray keeps in its private attributes
+            (:func:`share_private_parts`); off unless ``PARETUNE_RAY_PRIVATE_TRIM=1``, so the
+            default path touches only Ray's public trial attributes.
     """
 
     def __init__(
-        self, keep_metrics: Iterable[str] | None = None, trim_every_s: float = 10.0
+        self,
+        keep_metrics: Iterable[str] | None = None,
+        trim_every_s: float = 10.0,
+        private_parts: bool | None = None,
     ) -> None:
         self.keep_metrics = None if keep_metrics is None else frozenset(keep_metrics)
         self.trim_every_s = trim_every_s
+        if private_parts is None:
+            private_parts = os.environ.get(PRIVATE_TRIM_ENV, "0") == "1"
+        self.private_parts = private_parts
         self._shared_pgf: dict[Any, Any] = {}
         self._shared_objs: dict[tuple[type, bytes], Any] = {}
         self._strings: dict[str, str] = {}
         self._last_trim = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:  # pickled with the tuner
-        return {"keep_metrics": self.keep_metrics, "trim_every_s": self.trim_every_s}
+        return {
+            "keep_metrics": self.keep_metrics,
+            "trim_every_s": self.trim_every_s,
+            "private_parts": self.private_parts,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
@@ -128,7 +144,8 @@ class TrimFinishedTrials(Callback):
                 self._share_str(k): {self._share_str(s): v for s, v in stats.items()}
                 for k, stats in meta.metric_analysis.items()
             }
-            share_private_parts(trial, self._share_obj, reported=reported)
+            if self.private_parts:
+                share_private_parts(trial, self._share_obj, reported=reported)
         pgf = getattr(trial, "placement_group_factory", None)
         if pgf is not None:
             # Equal factories compare and hash equal: one shared object serves them all.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from ray import tune
 
+from paretune.platform import memory
 from paretune.platform.memory import (
     RAY_TESTED,
     TrimFinishedTrials,
@@ -47,7 +48,7 @@ def test_finished_trials_are_trimmed_and_results_stay(ray_session, tmp_path):
                 keep,
                 tune.logger.JsonLoggerCallback(),
                 tune.logger.CSVLoggerCallback(),
-                TrimFinishedTrials(keep_metrics=["score"], trim_every_s=0.001),
+                TrimFinishedTrials(keep_metrics=["score"], trim_every_s=0.001, private_parts=True),
             ],
             verbose=0,
         ),
@@ -125,8 +126,6 @@ def test_installed_ray_is_one_the_private_parts_were_tested_with():
 
 
 def test_outside_the_tested_ray_versions_nothing_private_is_touched(monkeypatch, caplog):
-    from paretune.platform import memory
-
     monkeypatch.setattr(memory, "RAY_TESTED", ((0, 1), (0, 2)))
     monkeypatch.setattr(memory, "_WARNED", [])
 
@@ -136,3 +135,26 @@ def test_outside_the_tested_ray_versions_nothing_private_is_touched(monkeypatch,
     share_private_parts(Bare(), lambda o: o, reported=True)
     assert forget_encoder_log_keys() == 0
     assert "outside the versions" in caplog.text
+
+
+def test_the_default_path_touches_no_private_attribute_of_ray(monkeypatch):
+    # Ray's private attributes are trimmed only on request (PARETUNE_RAY_PRIVATE_TRIM=1).
+    monkeypatch.delenv(memory.PRIVATE_TRIM_ENV, raising=False)
+    assert TrimFinishedTrials().private_parts is False
+    monkeypatch.setenv(memory.PRIVATE_TRIM_ENV, "1")
+    assert TrimFinishedTrials().private_parts is True
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("share_private_parts called on the default path")
+
+    monkeypatch.setattr(memory, "share_private_parts", forbidden)
+
+    class Meta:
+        metric_n_steps: dict = {}
+        metric_analysis: dict = {}
+        last_result: dict = {"trial_id": "t", "score": 1.0}
+
+    class FakeTrial:
+        run_metadata = Meta()
+
+    TrimFinishedTrials(private_parts=False)._trim(FakeTrial(), errored=False)
