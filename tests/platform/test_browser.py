@@ -32,6 +32,8 @@ from paretune.platform.config import config_from_dict
 from paretune.platform.launcher import run
 from paretune.platform.ui import experiment_url, front_url, start_ui, stop_ui, wait_until_up
 
+pytestmark = pytest.mark.slow  # a real MLflow server and headless Chromium
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -23,6 +23,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SOURCES.is_dir(), reason=f"needs the NB201 sources in {SOURCES}")
 def test_build_from_a_mirror_then_run_a_tabular_config_from_elsewhere(tmp_path):
     server = http.server.ThreadingHTTPServer(

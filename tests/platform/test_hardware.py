@@ -27,6 +27,7 @@ def predictor_folder(nb201_path, tmp_path_factory):
     return predictor.save(tmp_path_factory.mktemp("predictor") / "pixel3")
 
 
+@pytest.mark.slow
 def test_latency_limit_is_respected_and_screening_saves_trials(
     ray_session, nb201_path, predictor_folder, mlflow_uri, tmp_path
 ):

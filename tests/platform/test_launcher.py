@@ -62,7 +62,14 @@ META_TAGS = {
 }
 
 
-@pytest.mark.parametrize("algorithm", ["tnd", "pertnas", "nsga2"])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        pytest.param("tnd", marks=pytest.mark.slow),
+        pytest.param("pertnas", marks=pytest.mark.slow),
+        "nsga2",
+    ],
+)
 def test_tabular_search_is_tracked_in_mlflow(
     ray_session, nb201_path, mlflow_uri, tmp_path, algorithm
 ):

@@ -68,6 +68,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 # ---------------------------------------------------------------------- failing trials
+@pytest.mark.slow
 def test_failing_trials_are_recorded_with_their_reason(
     ray_session, nb201_path, mlflow_uri, tmp_path
 ):
@@ -108,6 +109,7 @@ def test_failing_trials_are_recorded_with_their_reason(
     assert sum(h["values"] is None for h in history) == len(failed)
 
 
+@pytest.mark.slow
 def test_retries_are_honoured(ray_session, nb201_path, mlflow_uri, tmp_path):
     data = tabular(
         nb201_path,
@@ -126,6 +128,7 @@ def test_retries_are_honoured(ray_session, nb201_path, mlflow_uri, tmp_path):
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow
 def test_a_search_where_every_trial_fails_ends_with_a_clear_message(
     ray_session, nb201_path, mlflow_uri, tmp_path
 ):
@@ -222,6 +225,7 @@ def _experiment_dir(tmp_path: Path) -> Path | None:
     return Path(dirs[0]) if dirs else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["random", "regularized_evolution", "pertnas", "tnd"])
 def test_resume_after_the_driver_is_killed(
     ray_cluster, nb201_path, mlflow_uri, tmp_path, algorithm
@@ -292,6 +296,7 @@ def test_resume_after_the_driver_is_killed(
 
 
 # ---------------------------------------------------------------------- segments
+@pytest.mark.slow
 def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp_path, monkeypatch):
     from ray.tune.experiment import Trial
 
@@ -365,6 +370,7 @@ def test_a_long_search_runs_in_segments(ray_session, nb201_path, mlflow_uri, tmp
     assert numbers == {r.trial_id: r.number for r in rows}
 
 
+@pytest.mark.slow
 def test_resume_in_a_later_segment(ray_cluster, nb201_path, mlflow_uri, tmp_path):
     data = tabular(
         nb201_path,
@@ -446,6 +452,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_mlflow_outage_loses_nothing(ray_cluster, nb201_path, tmp_path):
     port = free_port()
     db, artifacts = tmp_path / "server.db", tmp_path / "artifacts"
@@ -517,6 +524,7 @@ def test_mlflow_outage_loses_nothing(ray_cluster, nb201_path, tmp_path):
 
 
 # ---------------------------------------------------------------------- GPU nodes
+@pytest.mark.slow
 def test_fractional_gpu_trials_spread_over_worker_nodes(
     ray_cluster, nb201_path, mlflow_uri, tmp_path
 ):

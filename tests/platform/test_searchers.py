@@ -20,7 +20,14 @@ from paretune.search_algos import engine_names, make_engine
 from paretune.spaces import NB201Space
 
 OBJECTIVES = ObjectiveSet.of(("accuracy", "max"), ("params", "min"))
-SEARCHERS = [*engine_names(), *OPTUNA_ALGORITHMS]
+
+
+def _slow_gp(names):
+    """Optuna's GP fits a model per proposal (minutes for these tests on 2 cores): slow tier."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n == "gp" else n for n in names]
+
+
+SEARCHERS = _slow_gp([*engine_names(), *OPTUNA_ALGORITHMS])
 
 
 def synthetic_values(arch: tuple[int, ...]) -> dict[str, float]:
@@ -145,7 +152,7 @@ def test_pareto_searcher_finishes_when_engine_is_exhausted():
     assert searcher.suggest("t_last") == Searcher.FINISHED
 
 
-@pytest.mark.parametrize("algorithm", OPTUNA_ALGORITHMS)
+@pytest.mark.parametrize("algorithm", _slow_gp(OPTUNA_ALGORITHMS))
 def test_optuna_searchers_see_limits_as_constraints(algorithm, tmp_path):
     limited = ObjectiveSet.of(("accuracy", "max"), Objective("params", "min", limit=0.5))
     searcher = make_optuna_searcher(algorithm, NB201Space(), limited, seed=0)
@@ -257,6 +264,7 @@ def test_an_unreadable_event_log_line_is_reported(tmp_path, caplog):
     assert len(restored.engine.history) == 2  # the events before it are replayed
 
 
+@pytest.mark.slow
 def test_gp_searcher_models_limits_as_constraints():
     """Past its random start, ``gp`` proposes from a model of the objectives and of the limit:
     the constraint values are recorded per trial and change what it proposes."""

@@ -195,6 +195,7 @@ def test_a_bad_setting_is_refused_before_any_search(nb201_path, tmp_path):
 
 
 # ---------------------------------------------------------------------- a real sweep
+@pytest.mark.slow
 def test_sweep_runs_one_experiment_per_setting_and_merges_them(
     ray_session, nb201_path, mlflow_uri, tmp_path, capsys
 ):
