@@ -64,12 +64,14 @@ def journal_rows(prepared: Prepared, experiment_dir: Path) -> list[TrialRow]:
                 },
             )
         )
-    # Trials recorded without a number (by an older paretune) come after the others, in the
-    # journal's order.
-    last = max((r.number for r in rows), default=0)
-    for i, row in enumerate(sorted((r for r in rows if r.number < 0), key=lambda r: -r.number)):
-        row.number = last + i + 1
-    rows.sort(key=lambda r: (r.number, r.trial_id))
+    # Numbers 1..N in creation order. Ray's creation index is the order within a segment, but
+    # after a resume Ray counts again from what its snapshot knew, so a trial created after
+    # the snapshot and one created after the resume can share an index: ties go in the
+    # journal's order. Trials recorded without a number (by an older paretune) come last.
+    position = {r.trial_id: i for i, r in enumerate(rows)}
+    rows.sort(key=lambda r: (r.number < 0, r.number if r.number >= 0 else 0, position[r.trial_id]))
+    for i, row in enumerate(rows, start=1):
+        row.number = i
     return rows
 
 

@@ -32,6 +32,8 @@ def test_build_from_a_mirror_then_run_a_tabular_config_from_elsewhere(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     env = {k: v for k, v in os.environ.items() if k != "PARETUNE_NB201"}
+    # As a new user: no Ray cluster to join (the test session's own sets RAY_ADDRESS).
+    env["RAY_ADDRESS"] = ""
     env["PARETUNE_DATA"] = str(tmp_path / "data")
     work = tmp_path / "elsewhere"
     work.mkdir()
