@@ -163,11 +163,16 @@ def test_train_refuses_unknown_build_option_and_spaces_without_builder():
         make_evaluator("train", space=CHOICES)
 
 
-MACRO = os.environ.get("PARETUNE_NASBENCH_MACRO")
+# .ci/run sets it; else shared/ beside the repository, when there.
+_SHARED_MACRO = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "nasbench_macro"
+MACRO = os.environ.get("PARETUNE_NASBENCH_MACRO") or (
+    str(_SHARED_MACRO) if _SHARED_MACRO.is_dir() else None
+)
 
 
 @pytest.mark.skipif(not MACRO, reason="set PARETUNE_NASBENCH_MACRO to the NAS-Bench-Macro folder")
-def test_column_table_on_nasbench_macro():
+def test_column_table_on_nasbench_macro(monkeypatch):
+    monkeypatch.setenv("PARETUNE_NASBENCH_MACRO", MACRO)
     ev = make_evaluator(
         "table",
         benchmark="nasbench_macro",
