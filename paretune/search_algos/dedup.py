@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos.base import STATE_VERSION, InspectionTable, Proposal, Record
+from paretune.search_algos.base import STATE_VERSION, Proposal, Record
 from paretune.search_algos.screening import EngineSpec
+from paretune.search_algos.wrapper import EngineWrapper
 from paretune.spaces.base import Arch, SearchSpace
 
 
-class DeduplicatedEngine:
+class DeduplicatedEngine(EngineWrapper):
     """An engine whose proposals of already measured networks are answered without a trial.
 
     Args:
@@ -46,34 +46,6 @@ class DeduplicatedEngine:
         # canonical network -> (proposal id, values) of its first successful result
         self._measured: dict[Arch, tuple[int, dict[str, float]]] = {}
         self.init_args = ((EngineSpec.of(inner),), {"max_fills": max_fills})
-
-    # ------------------------------------------------------------------ delegation
-    @property
-    def space(self) -> SearchSpace:
-        return self.inner.space
-
-    @property
-    def objectives(self) -> ObjectiveSet:
-        return self.inner.objectives
-
-    @property
-    def pending(self) -> dict[int, Proposal]:
-        return self.inner.pending
-
-    @property
-    def history(self) -> list[Record]:
-        return self.inner.history
-
-    def archive(self) -> list[Record]:
-        return self.inner.archive()
-
-    def inspection_tables(self) -> list[InspectionTable]:
-        return self.inner.inspection_tables()
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Proposal | None:

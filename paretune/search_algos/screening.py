@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paretune.objectives.base import ObjectiveSet
-from paretune.search_algos.base import STATE_VERSION, Engine, InspectionTable, Proposal, Record
-from paretune.spaces.base import Arch, SearchSpace
+from paretune.search_algos.base import STATE_VERSION, Engine, Proposal, Record
+from paretune.search_algos.wrapper import EngineWrapper
+from paretune.spaces.base import Arch
 
 SCREEN_PREFIX = "screened:"
 
@@ -45,7 +45,7 @@ class EngineSpec:
         return self.cls(*self.args, **self.kwargs)
 
 
-class ScreenedEngine:
+class ScreenedEngine(EngineWrapper):
     """An engine whose proposals are screened by a predictor against one objective's limit.
 
     It holds the engine it screens (``inner``) and hands everything but ``ask`` to it.
@@ -127,58 +127,6 @@ class ScreenedEngine:
                 "enabled": enabled,
             },
         )
-
-    # ------------------------------------------------------------------ delegation
-    @property
-    def space(self) -> SearchSpace:
-        return self.inner.space
-
-    @property
-    def objectives(self) -> ObjectiveSet:
-        return self.inner.objectives
-
-    @property
-    def seed(self) -> int:
-        return self.inner.seed
-
-    @property
-    def pending(self) -> dict[int, Proposal]:
-        return self.inner.pending
-
-    @property
-    def history(self) -> list[Record]:
-        return self.inner.history
-
-    @property
-    def num_told(self) -> int:
-        return self.inner.num_told
-
-    def tell(self, proposal: Proposal, values: Mapping[str, float]) -> bool:
-        return self.inner.tell(proposal, values)
-
-    def tell_failure(self, proposal: Proposal, error: str = "failed") -> bool:
-        return self.inner.tell_failure(proposal, error)
-
-    def was_told(self, proposal: Proposal) -> bool:
-        return self.inner.was_told(proposal)
-
-    def successes(self) -> list[Record]:
-        return self.inner.successes()
-
-    def archive(self) -> list[Record]:
-        return self.inner.archive()
-
-    def evaluated_archs(self) -> set[Arch]:
-        return self.inner.evaluated_archs()
-
-    def inspection_tables(self) -> list[InspectionTable]:
-        return self.inner.inspection_tables()
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else an engine offers (e.g. an engine-specific property) is the inner one's.
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     # ------------------------------------------------------------------ screening
     @property
