@@ -32,8 +32,9 @@ def test_build_from_a_mirror_then_run_a_tabular_config_from_elsewhere(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     env = {k: v for k, v in os.environ.items() if k != "PARETUNE_NB201"}
-    # As a new user: no Ray cluster to join (the test session's own sets RAY_ADDRESS).
-    env["RAY_ADDRESS"] = ""
+    # As a new user, on a Ray of its own: not the test session's cluster, which Ray would
+    # otherwise join (RAY_ADDRESS, or the newest cluster on this machine).
+    env["RAY_ADDRESS"] = "local"
     env["PARETUNE_DATA"] = str(tmp_path / "data")
     work = tmp_path / "elsewhere"
     work.mkdir()
