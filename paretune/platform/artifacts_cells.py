@@ -64,7 +64,7 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
         title: the title; defaults to the architecture string, one node per line.
     """
     from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch
+    from matplotlib.patches import Circle
 
     if arch_str.lstrip().startswith("Genotype("):
         return darts_cell_figure(arch_str, title=title)
@@ -94,20 +94,7 @@ def cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
     for src, dst, op in edges:
         style = OP_STYLE.get(op, {"color": "k"})
         rad = _EDGE_RAD[(src, dst)]
-        ax.add_artist(
-            FancyArrowPatch(
-                (src * gap, 0),
-                (dst * gap, 0),
-                connectionstyle=f"arc3,rad={rad}",
-                arrowstyle="-|>",
-                mutation_scale=13,
-                shrinkA=shrink,
-                shrinkB=shrink,
-                lw=2.0 if op != "none" else 1.2,
-                zorder=2,
-                **style,
-            )
-        )
+        _draw_edge(ax, src, dst, gap, rad, shrink, style, 13, 2.0 if op != "none" else 1.2)
         # The middle of matplotlib's arc3 Bezier: the chord's middle + rad/2 * (dy, -dx).
         mx = (src + dst) * gap / 2
         my = -rad * (dst - src) * gap / 2 if rad else 0.0
@@ -148,7 +135,7 @@ def darts_cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
         ValueError: ``arch_str`` is not a DARTS genotype.
     """
     from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch
+    from matplotlib.patches import Circle
 
     from paretune.spaces.darts import DartsSpace
 
@@ -178,20 +165,7 @@ def darts_cell_figure(arch_str: str, *, title: str | None = None) -> Figure:
             style = _DARTS_STYLE.get(op, {"color": "k"})
             span = dst - src
             rad = 0.0 if span == 1 else (-0.5 if k % 2 == 0 else 0.5)
-            ax.add_artist(
-                FancyArrowPatch(
-                    (src * gap, 0),
-                    (dst * gap, 0),
-                    connectionstyle=f"arc3,rad={rad}",
-                    arrowstyle="-|>",
-                    mutation_scale=11,
-                    shrinkA=shrink,
-                    shrinkB=shrink,
-                    lw=1.8 if op != "none" else 1.0,
-                    zorder=2,
-                    **style,
-                )
-            )
+            _draw_edge(ax, src, dst, gap, rad, shrink, style, 11, 1.8 if op != "none" else 1.0)
             mx = (src + dst) * gap / 2
             my = -rad * span * gap / 2 if rad else 0.12
             ax.text(
@@ -329,3 +303,33 @@ def log_cell_pictures(
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
             list(pool.map(upload, jobs))
     return len(jobs)
+
+
+def _draw_edge(
+    ax: Any,
+    src: int,
+    dst: int,
+    gap: float,
+    rad: float,
+    shrink: float,
+    style: dict,
+    scale: float,
+    width: float,
+) -> None:
+    """An arrow from node ``src`` to node ``dst`` on the x axis, bent by ``rad`` (arc3)."""
+    from matplotlib.patches import FancyArrowPatch
+
+    ax.add_artist(
+        FancyArrowPatch(
+            (src * gap, 0),
+            (dst * gap, 0),
+            connectionstyle=f"arc3,rad={rad}",
+            arrowstyle="-|>",
+            mutation_scale=scale,
+            shrinkA=shrink,
+            shrinkB=shrink,
+            lw=width,
+            zorder=2,
+            **style,
+        )
+    )
