@@ -14,6 +14,9 @@ from pydantic import (
 from paretune.platform.config_common import ConfigError, _Strict
 
 OPTUNA_ALGORITHMS = ("nsga2", "tpe", "gp")
+# The engines named for a paper that run it as published with weight sharing (``mode: supernet``);
+# ``mode: standalone`` (the default) evaluates every proposal as an independent trial.
+SUPERNET_MODE_ALGORITHMS = ("pertnas", "tnd")
 
 
 class SearchConfig(_Strict):
@@ -27,6 +30,7 @@ class SearchConfig(_Strict):
     """
 
     algorithm: str = "random"
+    mode: Literal["standalone", "supernet"] = "standalone"
     num_samples: int = Field(20, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
     segment_size: int = Field(500, ge=1)
@@ -41,6 +45,16 @@ class SearchConfig(_Strict):
         if value not in allowed:
             raise ValueError(f"unknown search algorithm (allowed: {', '.join(allowed)})")
         return value
+
+    @model_validator(mode="after")
+    def _mode_of_algorithm(self) -> SearchConfig:
+        if self.mode == "supernet" and self.algorithm not in SUPERNET_MODE_ALGORITHMS:
+            raise ValueError(
+                f"search.mode = 'supernet' with search.algorithm = {self.algorithm!r}: only "
+                f"{', '.join(SUPERNET_MODE_ALGORITHMS)} have a supernet mode (others search "
+                "one-shot through evaluator.kind: supernet)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_params(self) -> SearchConfig:
