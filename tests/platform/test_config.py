@@ -83,7 +83,7 @@ def test_bad_fields_are_named_with_value_and_allowed(changes, expected):
 
 def test_unknown_key_lists_allowed_keys():
     with pytest.raises(
-        ConfigError, match=r"search\.budget: unknown key \(allowed: algorithm, num_samples"
+        ConfigError, match=r"search\.budget: unknown key \(allowed: algorithm, mode, num_samples"
     ):
         config_from_dict(minimal(search={"budget": 3}))
 
