@@ -45,6 +45,7 @@ from paretune.platform.parent_run import (
     picture_rows,
     reopen_parent_run,
 )
+from paretune.platform.phases import phase_name, run_phase
 from paretune.platform.prepare import Prepared, make_searcher, prepare
 from paretune.platform.redact import redact_uri
 from paretune.platform.report import SearchReport
@@ -125,26 +126,40 @@ def run(
             exp_id, parent_id = open_parent_run(config, state["run_name"], experiment_dir)
             state.update(mlflow_experiment_id=exp_id, parent_run_id=parent_id)
         write_state(experiment_dir, state)
-        if isinstance(searcher, ParetoSearcher):  # replayed on resume (see its doc)
-            searcher.events_path = str(experiment_dir / EVENTS_FILE)
-        tracker = make_tracker(prepared, state, experiment_dir) if config.mlflow.enabled else None
-        try:
-            fit_segments(
-                prepared,
-                searcher,
-                state,
-                experiment_dir,
-                tracker=tracker,
-                verbose=verbose,
-                wrapper=evaluator_wrapper,
-            )
-            return _finish(prepared, experiment_dir, state, tracker=tracker)
-        finally:
-            if tracker is not None:  # after an error; at once when _finish did it
-                tracker.finish_writes(timeout=10)
+        prepared, searcher = run_phase(prepared, searcher, experiment_dir, state, verbose=verbose)
+        return _search(prepared, searcher, experiment_dir, state, verbose, evaluator_wrapper)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _search(
+    prepared: Prepared,
+    searcher: Any,
+    experiment_dir: Path,
+    state: dict[str, Any],
+    verbose: int,
+    evaluator_wrapper: EvaluatorWrapper | None,
+) -> RunResult:
+    """The search's own trials from the first, then the report (Ray is up, the folder made)."""
+    if isinstance(searcher, ParetoSearcher):  # replayed on resume (see its doc)
+        searcher.events_path = str(experiment_dir / EVENTS_FILE)
+    config = prepared.config
+    tracker = make_tracker(prepared, state, experiment_dir) if config.mlflow.enabled else None
+    try:
+        fit_segments(
+            prepared,
+            searcher,
+            state,
+            experiment_dir,
+            tracker=tracker,
+            verbose=verbose,
+            wrapper=evaluator_wrapper,
+        )
+        return _finish(prepared, experiment_dir, state, tracker=tracker)
+    finally:
+        if tracker is not None:  # after an error; at once when _finish did it
+            tracker.finish_writes(timeout=10)
 
 
 def resume(
@@ -166,7 +181,8 @@ def resume(
     set_environment_defaults()
     prepared = prepare(config)
     segment = restorable_segment(experiment_dir, state)
-    if segment is None:
+    has_phase = phase_name(config) is not None
+    if segment is None and not has_phase:
         if config.mlflow.enabled and state.get("parent_run_id"):
             end_parent_run(config, state, "KILLED")
         raise ConfigError(
@@ -174,13 +190,8 @@ def resume(
             "from; start the search again with `paretune run`"
         )
     searcher = make_searcher(prepared)
-    try:
-        check_saved_state(searcher, segment)
-    except ValueError as exc:
-        raise ConfigError(
-            f"{exc}; delete that file to resume from an older searcher state (when the folder "
-            "has one), or start the search again with `paretune run`"
-        ) from None
+    if not has_phase:
+        _check_saved_state(searcher, segment)
     if config.mlflow.enabled:
         check_tracking_uri(config)
     started_ray = ensure_ray(config)
@@ -188,6 +199,13 @@ def resume(
         check_resources(config)
         if config.mlflow.enabled:
             reopen_parent_run(config, state)
+        # A weight-sharing phase continues from its checkpoints (or hands over at once when
+        # it had finished); a driver that died before the search's first save starts it anew.
+        prepared, searcher = run_phase(prepared, searcher, experiment_dir, state, verbose=verbose)
+        if segment is None:
+            return _search(prepared, searcher, experiment_dir, state, verbose, evaluator_wrapper)
+        if has_phase:
+            _check_saved_state(searcher, segment)
         tracker = None
         try:
             fit(restore_tuner(prepared, experiment_dir, segment, evaluator_wrapper))
@@ -226,6 +244,16 @@ def resume(
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _check_saved_state(searcher: Any, segment: Path) -> None:
+    try:
+        check_saved_state(searcher, segment)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{exc}; delete that file to resume from an older searcher state (when the folder "
+            "has one), or start the search again with `paretune run`"
+        ) from None
 
 
 def report(experiment_dir: str | os.PathLike) -> SearchReport:
