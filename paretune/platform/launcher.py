@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from mlflow.tracking import MlflowClient
 
 from paretune.platform import artifacts
 from paretune.platform.cluster import (
@@ -56,13 +55,8 @@ from paretune.platform.results import (
     write_searcher_inspection,
 )
 from paretune.platform.searcher import EVENTS_FILE, ParetoSearcher, check_saved_state
-from paretune.platform.sync import (
-    SyncSummary,
-    keep_interrupted_runs,
-    sync_trial_runs,
-)
-from paretune.platform.tracking import MlflowTracker
-from paretune.platform.trainable import arch_from_config
+from paretune.platform.sync import keep_interrupted_runs, sync_lost_trial_runs
+from paretune.platform.tracking import make_tracker
 from paretune.platform.tuning import (
     EvaluatorWrapper,
     fit,
@@ -239,7 +233,7 @@ def resume(
         if config.mlflow.enabled:
             if keep_interrupted_runs(config.mlflow.tracking_uri, state):
                 tracker = None  # its run ids changed: the parent run looks them up
-            _sync_lost_trial_runs(prepared, state, experiment_dir)
+            sync_lost_trial_runs(prepared, state, experiment_dir)
         return _finish(prepared, experiment_dir, state, tracker=tracker)
     finally:
         if started_ray:
@@ -262,41 +256,6 @@ def report(experiment_dir: str | os.PathLike) -> SearchReport:
     experiment_dir = Path(experiment_dir).expanduser().resolve()
     config, _ = load_experiment(experiment_dir)
     return search_report(prepare(config), experiment_dir)
-
-
-def make_tracker(prepared: Prepared, state: dict[str, Any], experiment_dir: Path) -> MlflowTracker:
-    """The MLflow callback of a new search; :func:`run` waits for its writes itself."""
-    cfg, space = prepared.config, prepared.space
-    return MlflowTracker(
-        tracking_uri=cfg.mlflow.tracking_uri,
-        experiment_id=state["mlflow_experiment_id"],
-        parent_run_id=state["parent_run_id"],
-        searcher=cfg.search.algorithm,
-        arch_params=lambda c: space.to_params(arch_from_config(space, c)),
-        objectives=prepared.objectives,
-        wait_at_end=False,
-        experiment_dir=experiment_dir,
-    )
-
-
-def _sync_lost_trial_runs(prepared: Prepared, state: dict[str, Any], experiment_dir: Path) -> None:
-    """Give MLflow runs to trials whose writes died with the previous driver (journal only)."""
-    uri = prepared.config.mlflow.tracking_uri
-    try:
-        sync_trial_runs(
-            MlflowClient(uri),
-            prepared,
-            state["mlflow_experiment_id"],
-            state["parent_run_id"],
-            experiment_dir,
-            SyncSummary(redact_uri(uri), state["parent_run_id"]),
-        )
-    except Exception as exc:  # noqa: BLE001 - `paretune sync-mlflow` can do it later
-        logger.warning(
-            "MLflow runs of earlier trials not checked (%s); run `paretune sync-mlflow %s`",
-            short_reason(exc, uri),
-            experiment_dir,
-        )
 
 
 def _finish(

@@ -250,3 +250,23 @@ def _move_run(client: MlflowClient, new: Any, old_id: str) -> None:
             client.log_artifacts(old_id, local)
     client.set_terminated(old_id, status=new.info.status, end_time=new.info.end_time)
     client.delete_run(new_id)
+
+
+def sync_lost_trial_runs(prepared: Prepared, state: dict[str, Any], experiment_dir: Path) -> None:
+    """Give MLflow runs to trials whose writes died with the previous driver (journal only)."""
+    uri = prepared.config.mlflow.tracking_uri
+    try:
+        sync_trial_runs(
+            MlflowClient(uri),
+            prepared,
+            state["mlflow_experiment_id"],
+            state["parent_run_id"],
+            experiment_dir,
+            SyncSummary(redact_uri(uri), state["parent_run_id"]),
+        )
+    except Exception as exc:  # noqa: BLE001 - `paretune sync-mlflow` can do it later
+        logger.warning(
+            "MLflow runs of earlier trials not checked (%s); run `paretune sync-mlflow %s`",
+            short_reason(exc, uri),
+            experiment_dir,
+        )
