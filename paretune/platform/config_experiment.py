@@ -81,15 +81,6 @@ class ExperimentConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _predictor_space(self) -> ExperimentConfig:
-        if self.predictor.path and self.space.kind != "nb201":
-            raise ValueError(
-                f"predictor.path = {self.predictor.path!r}: the latency predictor reads NB201 "
-                f"cells only, not space.kind = {self.space.kind!r}"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _screening_consistent(self) -> ExperimentConfig:
         if not self.screening.enabled:
             return self

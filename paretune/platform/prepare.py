@@ -77,7 +77,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         # Metrics beyond an evaluator's standard ones (raw table columns such as
         # latency_ms_raspi4) are returned when an objective names them.
         settings["extra"] = [n for n in objectives.names if n != predicted]
-    evaluator = _build_evaluator(config, settings, predictor)
+    evaluator = _build_evaluator(config, settings, predictor, space)
     if config.evaluator.kind == "table":  # the table the driver found (path, env or cache)
         settings.pop("benchmark", None)
         settings["path"] = str(getattr(evaluator, "inner", evaluator).path.resolve())
@@ -98,7 +98,10 @@ def prepare(config: ExperimentConfig) -> Prepared:
 
 
 def _build_evaluator(
-    config: ExperimentConfig, settings: dict[str, Any], predictor: dict[str, Any] | None
+    config: ExperimentConfig,
+    settings: dict[str, Any],
+    predictor: dict[str, Any] | None,
+    space: SearchSpace | None = None,
 ) -> Any:
     try:
         evaluator = make_evaluator(config.evaluator.kind, **settings)
@@ -107,7 +110,7 @@ def _build_evaluator(
     except ValueError as exc:
         raise ConfigError(f"evaluator: {exc}") from None
     try:
-        return attach_predictor(evaluator, predictor)
+        return attach_predictor(evaluator, predictor, space=space)
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise ConfigError(f"predictor.path = {config.predictor.path!r}: {exc}") from None
 
@@ -149,7 +152,9 @@ def make_searcher(prepared: Prepared) -> Any:
         )
         if cfg.screening.enabled:
             engine = screen_engine(
-                engine, predictor_function(prepared.predictor_settings), cfg.screening.model_dump()
+                engine,
+                predictor_function(prepared.predictor_settings, space=prepared.space),
+                cfg.screening.model_dump(),
             )
         # Spaces with several architectures per network (macro, mobilenet): each network is
         # measured once; other spaces get the engine itself.

@@ -111,7 +111,7 @@ def run_trial(
         settings["threads"] = max(1, int(cpus_per_trial))
     evaluator = get_evaluator(evaluator_kind, settings)
     if predictor_settings:
-        evaluator = attach_predictor(evaluator, predictor_settings)
+        evaluator = attach_predictor(evaluator, predictor_settings, space=space)
     if evaluator_wrapper is not None:
         evaluator = evaluator_wrapper(evaluator)
     proposal = config.get("proposal") or {}

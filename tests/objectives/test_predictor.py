@@ -132,7 +132,7 @@ def test_save_and_load_give_the_same_predictions(trained, tmp_path):
         LatencyPredictor.load(tmp_path)
     (tmp_path / "predictor.json").write_text('{"format": "other"}')
     (tmp_path / "predictor.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match="format 'other' is not 'paretune-latency-predictor/1'"):
+    with pytest.raises(ValueError, match="format 'other' is not 'paretune-latency-predictor/2'"):
         LatencyPredictor.load(tmp_path)
 
 

@@ -47,7 +47,6 @@ def test_name_is_an_alias_of_kind_and_dumps_stay_plain():
         ({"kind": "choices"}, None, r"space.decisions is required"),
         ({"kind": "choices", "decisions": {"w": [1, 1]}}, None, r"decisions.w = \[1, 1\]"),
         ({"kind": "python"}, None, r"space.factory is required"),
-        ({"kind": "darts", "predictor": "p"}, None, r"predictor.path = 'p': .* NB201 cells only"),
         ({"kind": "nb201"}, {"kind": "python", "function": "x"}, r"evaluator.function = 'x'"),
         (
             {"kind": "macro"},

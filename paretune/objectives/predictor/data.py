@@ -1,10 +1,14 @@
-"""Training pairs for the latency predictor: (architecture, latency) from three places.
+"""Training pairs for the latency predictor: (architecture, latency) from four places.
 
 - :func:`table_pairs`: the NB201 table's device columns (``latency_ms_<device>``).
+- :func:`measured_pairs`: networks of any buildable space measured here (CPU or GPU latency
+  with :func:`paretune.objectives.measure.measure_latency`).
 - :func:`trials_csv_pairs`: an earlier paretune experiment's ``report/trials.csv`` (what
   ``paretune run``/``report`` writes under the experiment directory).
 - :func:`mlflow_pairs`: the nested trial runs of an MLflow experiment (their ``arch`` tag and a
   latency metric).
+
+The last two read architectures of any space (``space=``, default NB201) from their text form.
 
 Values whose logged source is ``predicted`` or ``estimated`` are left out by default: a
 predictor trained on predictions would learn nothing new. An architecture measured several times
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from paretune.spaces.base import Arch
+from paretune.spaces.base import Arch, SearchSpace
 from paretune.spaces.nb201 import NB201Space
 
 EXCLUDED_SOURCES = ("predicted", "estimated")
@@ -137,6 +141,7 @@ def trials_csv_pairs(
     metric: str = "latency",
     device: str | None = None,
     exclude_sources: Sequence[str] = EXCLUDED_SOURCES,
+    space: SearchSpace | None = None,
 ) -> LatencyPairs:
     """Latencies an earlier experiment measured, from its ``trials.csv``.
 
@@ -145,13 +150,14 @@ def trials_csv_pairs(
         metric: the latency column (an objective of that experiment).
         device: the name the device gets in the predictor (default: ``metric``).
         exclude_sources: sources (column ``source/<metric>``) whose values are left out.
+        space: the experiment's space (default: NB201).
     """
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "trials.csv" if (p / "trials.csv").is_file() else p / "report" / "trials.csv"
     if not p.is_file():
         raise FileNotFoundError(f"trials_csv_pairs: no trials.csv at {str(path)!r}")
-    space = NB201Space()
+    space = NB201Space() if space is None else space
     skipped: dict[str, int] = defaultdict(int)
     items: list[tuple[Arch, float]] = []
     with p.open(newline="") as f:
@@ -174,7 +180,7 @@ def trials_csv_pairs(
             try:
                 arch = space.decode(row.get("arch", ""))
             except ValueError:
-                skipped["not an NB201 architecture"] += 1
+                skipped[f"not an architecture of {space.name}"] += 1
                 continue
             items.append((arch, value))
     return _collect(items, device or metric, f"trials:{p}", dict(skipped))
@@ -188,6 +194,7 @@ def mlflow_pairs(
     metric: str = "latency",
     device: str | None = None,
     exclude_sources: Sequence[str] = EXCLUDED_SOURCES,
+    space: SearchSpace | None = None,
 ) -> LatencyPairs:
     """Latencies logged to MLflow by earlier trials (finished runs with an ``arch`` tag).
 
@@ -198,6 +205,7 @@ def mlflow_pairs(
         metric: the latency metric.
         device: the name the device gets in the predictor (default: ``metric``).
         exclude_sources: sources (tag ``source/<metric>``) whose values are left out.
+        space: the experiment's space (default: NB201).
     """
     from mlflow.tracking import MlflowClient
 
@@ -219,7 +227,7 @@ def mlflow_pairs(
     filters = ["attributes.status = 'FINISHED'"]
     if parent_run_id is not None:
         filters.append(f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    space = NB201Space()
+    space = NB201Space() if space is None else space
     skipped: dict[str, int] = defaultdict(int)
     items: list[tuple[Arch, float]] = []
     token = None
@@ -242,7 +250,7 @@ def mlflow_pairs(
             try:
                 arch = space.decode(tags["arch"])
             except ValueError:
-                skipped["not an NB201 architecture"] += 1
+                skipped[f"not an architecture of {space.name}"] += 1
                 continue
             items.append((arch, value))
         token = page.token
@@ -250,3 +258,70 @@ def mlflow_pairs(
             break
     where = f"mlflow:{tracking_uri}#{exp_id}" + (f"/{parent_run_id}" if parent_run_id else "")
     return _collect(items, device or metric, where, dict(skipped))
+
+
+def measured_pairs(
+    space: SearchSpace,
+    archs: Sequence[Sequence[int]],
+    input_shape: Sequence[int],
+    *,
+    build: dict[str, Any] | None = None,
+    device: str = "cpu",
+    name: str | None = None,
+    warmup: int = 5,
+    repeats: int = 15,
+    threads: int | None = 1,
+    rounds: int = 1,
+    seed: int = 0,
+    progress: Any = None,
+) -> LatencyPairs:
+    """Latencies (ms) of ``archs`` measured here: each is built (``space.build(arch, **build)``)
+    and timed at ``input_shape`` (e.g. ``(1, 3, 32, 32)``) with
+    :func:`~paretune.objectives.measure.measure_latency`.
+
+    On a busy machine other work only ever adds time: with ``rounds > 1`` every network is
+    measured once per round (the networks kept built, in a new random order each round, so a
+    busy spell does not hit the same networks every time) and keeps its fastest round.
+
+    Args:
+        space: a space with a network builder (NB201, DARTS, MobileNet, macro).
+        archs: the architectures.
+        input_shape: the input batch's shape.
+        build: keyword arguments of ``space.build`` (e.g. ``channels``, ``width_mult``).
+        device: where to run (``cpu``, ``cuda``).
+        name: the device's name in the pairs (default: ``device``).
+        warmup, repeats, threads: as :func:`measure_latency` (per round).
+        rounds: measurements per network; the smallest median is kept.
+        seed: the rounds' order.
+        progress: called with ``(done, total)`` after each measurement (optional).
+    """
+    import torch
+
+    from paretune.objectives.measure import measure_latency
+
+    if not callable(getattr(space, "build", None)):
+        raise ValueError(f"measured_pairs: space {space.name!r} has no network builder")
+    if rounds < 1:
+        raise ValueError(f"measured_pairs: rounds={rounds!r} must be >= 1")
+    archs = [space.validate_full(a) for a in archs]
+    example = torch.randn(*[int(v) for v in input_shape])
+    models: dict[int, Any] = {}
+    best = np.full(len(archs), np.inf)
+    rng = np.random.default_rng(seed)
+    total = rounds * len(archs)
+    done = 0
+    for r in range(rounds):
+        order = np.arange(len(archs)) if r == 0 else rng.permutation(len(archs))
+        for i in order:
+            model = models.get(int(i)) or space.build(archs[i], **(build or {}))
+            if rounds > 1:
+                models[int(i)] = model
+            ms = measure_latency(
+                model, example, device=device, warmup=warmup, repeats=repeats, threads=threads
+            )
+            best[i] = min(best[i], ms)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    origin = f"measured:{space.name}:{device}:{tuple(int(v) for v in input_shape)}"
+    return _collect(zip(archs, best.tolist(), strict=True), name or device, origin, {})

@@ -20,7 +20,7 @@ from typing import Any
 from paretune.objectives.base import Evaluation, Evaluator, MetricInfo, ReportFn
 from paretune.objectives.predictor.model import LatencyPredictor
 from paretune.objectives.predictor.store import load_predictor
-from paretune.spaces.base import Arch
+from paretune.spaces.base import Arch, SearchSpace
 
 PREDICTED_METRIC = "predicted_latency"
 PREDICTOR_KEYS = ("path", "device", "metric", "tracking_uri")
@@ -32,11 +32,17 @@ def _cached_predictor(location: str, tracking_uri: str | None) -> LatencyPredict
 
 
 def _predictor_of(
-    predictor: LatencyPredictor | str | os.PathLike, tracking_uri: str | None
+    predictor: LatencyPredictor | str | os.PathLike,
+    tracking_uri: str | None,
+    space: SearchSpace | None = None,
 ) -> LatencyPredictor:
-    if isinstance(predictor, LatencyPredictor):
-        return predictor
-    return _cached_predictor(str(predictor), tracking_uri)
+    """The predictor (loaded once per process), checked against ``space`` when given: a
+    predictor trained on other decisions raises ``ValueError`` naming both spaces."""
+    if not isinstance(predictor, LatencyPredictor):
+        predictor = _cached_predictor(str(predictor), tracking_uri)
+    if space is not None:
+        predictor.use_space(space)
+    return predictor
 
 
 class PredictedLatency:
@@ -48,9 +54,12 @@ class PredictedLatency:
         device: which of the predictor's devices (optional when it has one).
         metric: the name of the added metric.
         tracking_uri: MLflow tracking URI for a ``runs:/`` predictor.
+        space: the space of the architectures (checked against the predictor's; needed only
+            for the cell graphs of a space that is not built in).
 
     Raises:
-        ValueError: the metric name is one of the inner evaluator's, or the device is unknown.
+        ValueError: the metric name is one of the inner evaluator's, the device is unknown, or
+            the predictor was trained on another space.
     """
 
     def __init__(
@@ -60,9 +69,10 @@ class PredictedLatency:
         device: str | None = None,
         metric: str = PREDICTED_METRIC,
         tracking_uri: str | None = None,
+        space: SearchSpace | None = None,
     ) -> None:
         self.inner = inner
-        self.predictor = _predictor_of(predictor, tracking_uri)
+        self.predictor = _predictor_of(predictor, tracking_uri, space)
         self.device = device
         self.metric = metric
         self.predictor._device_index(device)  # raises naming the devices
@@ -105,12 +115,17 @@ class PredictedLatency:
         return f"PredictedLatency({self.inner!r}, device={self.device!r}, metric={self.metric!r})"
 
 
-def attach_predictor(evaluator: Evaluator, settings: Mapping[str, Any] | None) -> Evaluator:
+def attach_predictor(
+    evaluator: Evaluator,
+    settings: Mapping[str, Any] | None,
+    space: SearchSpace | None = None,
+) -> Evaluator:
     """``evaluator`` with a predicted-latency metric when ``settings["path"]`` is set.
 
     ``settings`` are those of the config's ``predictor`` section: ``path`` (folder or MLflow
     artifact URI), ``device``, ``metric``, ``tracking_uri``. No settings or no path: the
-    evaluator unchanged. Loaded predictors are cached per process.
+    evaluator unchanged. Loaded predictors are cached per process. ``space``: the search's
+    space, checked against the predictor's.
     """
     if not settings or not settings.get("path"):
         return evaluator
@@ -123,6 +138,7 @@ def attach_predictor(evaluator: Evaluator, settings: Mapping[str, Any] | None) -
         device=settings.get("device"),
         metric=settings.get("metric") or PREDICTED_METRIC,
         tracking_uri=settings.get("tracking_uri"),
+        space=space,
     )
 
 
@@ -134,6 +150,7 @@ class PredictorFunction:
         device: which of its devices.
         tracking_uri: MLflow tracking URI for a ``runs:/`` predictor.
         predictor: an already loaded predictor (not pickled; reloaded from ``path``).
+        space: the search's space (checked against the predictor's; pickled with the path).
     """
 
     def __init__(
@@ -142,19 +159,21 @@ class PredictorFunction:
         device: str | None = None,
         tracking_uri: str | None = None,
         predictor: LatencyPredictor | None = None,
+        space: SearchSpace | None = None,
     ) -> None:
         if path is None and predictor is None:
             raise ValueError("PredictorFunction: give a predictor path (predictor.path)")
         self.path = None if path is None else str(path)
         self.device = device
         self.tracking_uri = tracking_uri
+        self.space = space
         self._predictor = predictor
         self._cache: dict[Arch, float] = {}
 
     @property
     def predictor(self) -> LatencyPredictor:
         if self._predictor is None:
-            self._predictor = _cached_predictor(self.path, self.tracking_uri)
+            self._predictor = _predictor_of(self.path, self.tracking_uri, self.space)
             self._predictor._device_index(self.device)
         return self._predictor
 
@@ -167,10 +186,17 @@ class PredictorFunction:
     def __getstate__(self) -> dict[str, Any]:
         if self.path is None:
             raise TypeError("PredictorFunction without a path cannot be pickled (save it first)")
-        return {"path": self.path, "device": self.device, "tracking_uri": self.tracking_uri}
+        return {
+            "path": self.path,
+            "device": self.device,
+            "tracking_uri": self.tracking_uri,
+            "space": self.space,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["device"], state["tracking_uri"])
+        self.__init__(
+            state["path"], state["device"], state["tracking_uri"], space=state.get("space")
+        )
 
     def __repr__(self) -> str:
         return f"PredictorFunction({self.path!r}, device={self.device!r})"
@@ -209,8 +235,13 @@ def resolve_predictor_settings(
     return out
 
 
-def predictor_function(settings: Mapping[str, Any]) -> PredictorFunction:
-    """The :class:`PredictorFunction` of the config's ``predictor`` section."""
+def predictor_function(
+    settings: Mapping[str, Any], space: SearchSpace | None = None
+) -> PredictorFunction:
+    """The :class:`PredictorFunction` of the config's ``predictor`` section (``space``: the
+    search's space, checked against the predictor's on first use)."""
     if not settings or not settings.get("path"):
         raise ValueError("screening needs predictor.path (a saved latency predictor)")
-    return PredictorFunction(settings["path"], settings.get("device"), settings.get("tracking_uri"))
+    return PredictorFunction(
+        settings["path"], settings.get("device"), settings.get("tracking_uri"), space=space
+    )

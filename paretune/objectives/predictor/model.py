@@ -1,4 +1,8 @@
-"""SurgeNAS-style latency predictor: a small graph network over the cell DAG.
+"""SurgeNAS-style latency predictor: a small graph network over the cell DAG (an MLP elsewhere).
+
+The architecture reaches the network through an encoding (:mod:`.encoding`): NB201's cell graph,
+any other cell space's cells as one graph (DARTS), or a one-hot vector per decision for spaces
+that are not cells (MobileNet, NAS-Bench-Macro, choices, python), read by :class:`MLPLatencyNet`.
 
 :class:`GCNLatencyNet` is a directed graph convolutional network in plain torch. Each layer
 mixes a node's own state with the mean of its predecessors' and the mean of its successors'
@@ -29,15 +33,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from paretune.objectives.predictor.graph import (
-    FLAGS,
-    NODE_TYPES,
-    NUM_FEATURES,
-    NUM_NODES,
-    nb201_graphs,
+from paretune.objectives.predictor.encoding import (
+    Encoding,
+    encoding_from_meta,
+    make_encoding,
 )
+from paretune.objectives.predictor.graph import NODE_TYPES
+from paretune.spaces.base import SearchSpace
 
-FORMAT = "paretune-latency-predictor/1"
+FORMAT = "paretune-latency-predictor/2"
+FORMAT_V1 = "paretune-latency-predictor/1"  # NB201 only, read as the ``nb201`` encoding
 WEIGHTS_FILE = "predictor.pt"
 META_FILE = "predictor.json"
 LOSSES = ("huber", "mse")
@@ -140,17 +145,45 @@ class GCNLatencyNet(nn.Module):
             nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_outputs)
         )
 
-    def forward(self, adj: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, adj: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``adj``: ``(B, n, n)`` with ``adj[b, u, v] = 1`` for data flowing u -> v;
-        ``feats``: ``(B, n, f)``. Returns ``(B, num_outputs)``."""
+        ``feats``: ``(B, n, f)``; ``mask``: ``(B, n)``, 0 for padding nodes (``None``: none).
+        The output node is the last. Returns ``(B, num_outputs)``."""
         a_in = adj.transpose(1, 2)  # row v: the predecessors u of v
         a_in = a_in / a_in.sum(dim=2, keepdim=True).clamp(min=1.0)
         a_out = adj / adj.sum(dim=2, keepdim=True).clamp(min=1.0)
         h = self.embed(feats)
         for conv in self.convs:
             h = conv(h, a_in, a_out) + h
-        pooled = torch.cat([h.mean(dim=1), h[:, -1]], dim=1)
+        if mask is None:
+            mean = h.mean(dim=1)
+        else:
+            m = mask.unsqueeze(-1)
+            mean = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        pooled = torch.cat([mean, h[:, -1]], dim=1)
         return self.head(pooled)
+
+
+class MLPLatencyNet(nn.Module):
+    """MLP from a one-hot architecture vector to one log-latency per device: ``layers`` blocks
+    of Linear, LayerNorm and ReLU (residual after the first), then a linear head."""
+
+    def __init__(self, num_features: int, num_outputs: int, hidden: int = 64, layers: int = 4):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(num_features, hidden), nn.LayerNorm(hidden), nn.ReLU())
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.ReLU())
+            for _ in range(layers - 1)
+        )
+        self.head = nn.Linear(hidden, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h) + h
+        return self.head(h)
 
 
 def _as_targets(
@@ -184,18 +217,33 @@ def _as_targets(
 
 
 class LatencyPredictor:
-    """An ensemble of :class:`GCNLatencyNet` trained on (architecture, latency) pairs.
+    """An ensemble of :class:`GCNLatencyNet` (cell spaces) or :class:`MLPLatencyNet` (other
+    spaces) trained on (architecture, latency) pairs.
 
     Args:
         settings: a :class:`PredictorSettings` or a dict of its fields; ``None``: defaults.
+        space: the space of the architectures (default: NB201).
+        encoding: ``auto`` (a graph for cell spaces, one-hot otherwise), ``nb201``,
+            ``cell-graph`` or ``one-hot`` (see :mod:`.encoding`).
     """
 
-    def __init__(self, settings: PredictorSettings | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: PredictorSettings | Mapping[str, Any] | None = None,
+        space: SearchSpace | None = None,
+        encoding: str = "auto",
+    ) -> None:
         if settings is None:
             settings = PredictorSettings()
         elif not isinstance(settings, PredictorSettings):
             settings = PredictorSettings.from_dict(settings)
         self.settings = settings
+        if space is None:
+            from paretune.spaces.nb201 import NB201Space
+
+            space = NB201Space()
+        self._encoding: Encoding | None = make_encoding(space, encoding, settings.prune_none)
+        self._encoding_meta: dict[str, Any] = self._encoding.meta()
         self.devices: list[str] = []
         self.mean = np.zeros(0)
         self.std = np.ones(0)
@@ -207,13 +255,36 @@ class LatencyPredictor:
     def fitted(self) -> bool:
         return bool(self.nets)
 
-    def _new_net(self) -> GCNLatencyNet:
-        s = self.settings
-        return GCNLatencyNet(NUM_FEATURES, len(self.devices), s.hidden, s.layers)
+    @property
+    def encoding(self) -> Encoding:
+        """The encoding of architectures (raises when a loaded predictor still needs its space)."""
+        if self._encoding is None:
+            raise ValueError(
+                f"this latency predictor reads the cell graphs of space "
+                f"{self._encoding_meta.get('space')!r}, which is not built in: hand it the space "
+                f"(LatencyPredictor.load(folder, space=...) or use_space(space))"
+            )
+        return self._encoding
 
-    def _tensors(self, archs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        adj, feats = nb201_graphs(archs, self.settings.prune_none)
-        return torch.from_numpy(adj), torch.from_numpy(feats)
+    @property
+    def space_name(self) -> str:
+        return str(self._encoding_meta.get("space", "nb201"))
+
+    def use_space(self, space: SearchSpace) -> LatencyPredictor:
+        """Encode with ``space`` (it must have the decisions the predictor was trained on)."""
+        meta = self._encoding_meta
+        self._encoding = encoding_from_meta(meta, space, self.settings.prune_none)
+        return self
+
+    def _new_net(self) -> nn.Module:
+        s = self.settings
+        meta = self._encoding_meta  # no space needed: a loaded predictor builds its nets first
+        cls = MLPLatencyNet if meta.get("kind") == "one-hot" else GCNLatencyNet
+        width = int(meta.get("num_features") or self.encoding.num_features)
+        return cls(width, len(self.devices), s.hidden, s.layers)
+
+    def _tensors(self, archs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+        return self.encoding.tensors(archs)
 
     def fit(
         self,
@@ -225,13 +296,13 @@ class LatencyPredictor:
         """Train on ``archs`` and their latencies (ms).
 
         Args:
-            archs: NB201 architectures (tuples of 6 operation indices).
+            archs: architectures of the predictor's space (tuples of option indices).
             latencies: one latency per architecture (one device), an ``(n, d)`` array, or
                 ``{device: latencies}``; NaN marks a missing value.
             devices: device names (default: the mapping's keys, else ``device0``...).
             **info: extra facts kept in the saved metadata (e.g. ``source="table"``).
         """
-        archs = [tuple(int(i) for i in a) for a in archs]
+        archs = self.encoding.check(archs)
         y, names = _as_targets(latencies, devices, len(archs))
         if len(archs) < 2:
             raise ValueError(f"LatencyPredictor.fit: needs at least 2 pairs, got {len(archs)}")
@@ -253,7 +324,7 @@ class LatencyPredictor:
         z = (logy - self.mean) / self.std
         mask = torch.from_numpy(np.isfinite(z).astype(np.float32))
         target = torch.from_numpy(np.nan_to_num(z, nan=0.0).astype(np.float32))
-        adj, feats = self._tensors(archs)
+        inputs = self._tensors(archs)
         n = len(archs)
         steps_per_epoch = math.ceil(n / s.batch_size)
         self.nets = []
@@ -273,7 +344,7 @@ class LatencyPredictor:
                 total = 0.0
                 for i in range(0, n, s.batch_size):
                     idx = order[i : i + s.batch_size]
-                    pred = net(adj[idx], feats[idx])
+                    pred = net(*(t[idx] for t in inputs))
                     m = mask[idx]
                     if s.loss == "huber":
                         err = nn.functional.huber_loss(pred, target[idx], reduction="none")
@@ -317,14 +388,14 @@ class LatencyPredictor:
         """Predicted latencies (ms) of ``archs`` on every device: an ``(n, d)`` array."""
         if not self.fitted:
             raise RuntimeError("LatencyPredictor: not fitted (call fit or load first)")
-        archs = [tuple(int(i) for i in a) for a in archs]
+        archs = self.encoding.check(archs)
         if not archs:
             return np.zeros((0, len(self.devices)))
-        adj, feats = self._tensors(archs)
+        inputs = self._tensors(archs)
         outs = []
         for start in range(0, len(archs), 4096):
-            a, f = adj[start : start + 4096], feats[start : start + 4096]
-            outs.append(torch.stack([net(a, f) for net in self.nets]).mean(dim=0).numpy())
+            part = [t[start : start + 4096] for t in inputs]
+            outs.append(torch.stack([net(*part) for net in self.nets]).mean(dim=0).numpy())
         z = np.concatenate(outs).astype(np.float64)
         return np.maximum(np.exp(z * self.std + self.mean) - self.shift, 1e-6)
 
@@ -342,10 +413,7 @@ class LatencyPredictor:
         """The JSON metadata saved beside the weights."""
         return {
             "format": FORMAT,
-            "graph": "nb201-ops-on-nodes",
-            "num_nodes": NUM_NODES,
-            "node_types": list(NODE_TYPES),
-            "node_flags": list(FLAGS),
+            "encoding": dict(self._encoding_meta),
             "devices": list(self.devices),
             "unit": "ms",
             "target": "log latency, standardised per device",
@@ -367,8 +435,13 @@ class LatencyPredictor:
         return out
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> LatencyPredictor:
-        """A predictor saved by :meth:`save` (a folder, or its ``predictor.json``/``.pt``)."""
+    def load(cls, folder: str | os.PathLike, space: SearchSpace | None = None) -> LatencyPredictor:
+        """A predictor saved by :meth:`save` (a folder, or its ``predictor.json``/``.pt``).
+
+        ``space``: the space it predicts for; checked against the saved decisions. Without it a
+        built-in space is rebuilt by name (a one-hot predictor needs none); a cell graph of a
+        space that is not built in then waits for :meth:`use_space`.
+        """
         p = Path(folder).expanduser()
         if p.is_file():
             p = p.parent
@@ -378,13 +451,27 @@ class LatencyPredictor:
                 f"no latency predictor in {str(p)!r} (expected {META_FILE} and {WEIGHTS_FILE})"
             )
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{str(meta_path)!r}: format {meta.get('format')!r} is not {FORMAT!r}")
-        if list(meta.get("node_types", [])) != list(NODE_TYPES):
+        if meta.get("format") not in (FORMAT, FORMAT_V1):
             raise ValueError(
-                f"{str(meta_path)!r}: node types {meta.get('node_types')} differ from {list(NODE_TYPES)}"
+                f"{str(meta_path)!r}: format {meta.get('format')!r} is not {FORMAT!r} "
+                f"(or {FORMAT_V1!r})"
             )
-        pred = cls(PredictorSettings.from_dict(meta["settings"]))
+        if meta["format"] == FORMAT_V1:
+            if list(meta.get("node_types", [])) != list(NODE_TYPES):
+                raise ValueError(
+                    f"{str(meta_path)!r}: node types {meta.get('node_types')} differ from "
+                    f"{list(NODE_TYPES)}"
+                )
+            meta["encoding"] = {"kind": "nb201", "space": "nb201"}
+        pred = cls.__new__(cls)
+        pred.settings = PredictorSettings.from_dict(meta["settings"])
+        pred._encoding_meta = dict(meta["encoding"])
+        try:
+            pred._encoding = encoding_from_meta(
+                pred._encoding_meta, space, pred.settings.prune_none
+            )
+        except ValueError as exc:
+            raise ValueError(f"{str(meta_path)!r}: {exc}") from None
         pred.devices = list(meta["devices"])
         pred.mean = np.asarray(meta["mean"], dtype=np.float64)
         pred.std = np.asarray(meta["std"], dtype=np.float64)
@@ -405,4 +492,8 @@ class LatencyPredictor:
 
     def __repr__(self) -> str:
         status = f"devices={self.devices}" if self.fitted else "not fitted"
-        return f"LatencyPredictor({status}, layers={self.settings.layers}, hidden={self.settings.hidden})"
+        kind = self._encoding_meta.get("kind")
+        return (
+            f"LatencyPredictor({status}, space={self.space_name!r}, encoding={kind!r}, "
+            f"layers={self.settings.layers}, hidden={self.settings.hidden})"
+        )
