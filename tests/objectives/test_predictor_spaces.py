@@ -259,3 +259,33 @@ def test_configs_with_predictor_and_screening_on_other_spaces(kind, tmp_path):
     wrong = _predictor_for(make_space(other), tmp_path)
     with pytest.raises(ConfigError, match=rf"trained on space '{other}' .* not space '{kind}'"):
         prepare(config_from_dict({**data, "predictor": {"path": str(wrong)}}))
+
+
+@pytest.mark.parametrize("sizes", [[2, 9, 3, 5, 4, 7, 2, 6, 8], [3, 2, 4] * 8])
+def test_a_saved_predictor_screens_spaces_of_uneven_and_many_decisions(sizes, tmp_path):
+    """Decisions of 2 to 9 options, and 24 decisions: one-hot, saved, loaded from its file
+    alone (the space is not built in), screening a search against a latency limit."""
+    from paretune.objectives.base import Objective, ObjectiveSet
+    from paretune.search_algos import make_engine
+    from paretune.search_algos.screening import ScreenedEngine
+
+    decisions = [Decision(f"d{k}", tuple(f"o{i}" for i in range(n))) for k, n in enumerate(sizes)]
+    space = SearchSpace(decisions, name="synthetic")
+    weights = np.linspace(0.5, 1.5, len(sizes))
+
+    def latency(arch) -> float:
+        level = [i / (n - 1) for i, n in zip(arch, sizes, strict=True)]
+        return 1.0 + float(np.dot(weights, level))
+
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(200)]
+    y = np.array([latency(a) for a in archs])
+    pred = LatencyPredictor(SMALL, space=space).fit(archs[:150], y[:150], devices=["cpu"])
+    assert spearmanr(pred.predict(archs[150:]), y[150:]).statistic > 0.9
+    fn = PredictorFunction(pred.save(tmp_path / "p"), "cpu")  # reloaded from the file
+    limit = float(np.median(y))
+    objectives = ObjectiveSet((Objective("accuracy", "max"), Objective("lat", "min", limit=limit)))
+    engine = ScreenedEngine(make_engine("random", space, objectives, seed=0), fn, margin=0.05)
+    handed = [engine.ask() for _ in range(10)]
+    assert engine.num_screened > 0
+    assert np.mean([latency(p.arch) <= limit * 1.2 for p in handed]) >= 0.8
