@@ -59,6 +59,7 @@ _EVALUATOR_PATHS: dict[str, tuple[str, str]] = {
     "table": ("paretune.objectives.table", "TableEvaluator"),
     "train": ("paretune.objectives.train", "TrainEvaluator"),
     "python": ("paretune.objectives.python_evaluator", "PythonEvaluator"),
+    "supernet": ("paretune.objectives.oneshot", "SupernetEvaluator"),
 }
 EVALUATOR_KINDS: tuple[str, ...] = tuple(_EVALUATOR_PATHS)
 
@@ -67,6 +68,7 @@ _LAZY: dict[str, str] = {
     "load_hw_nas_bench_pickle": "paretune.objectives.table",
     "TrainEvaluator": "paretune.objectives.train",
     "PythonEvaluator": "paretune.objectives.python_evaluator",
+    "SupernetEvaluator": "paretune.objectives.oneshot",
     "ColumnTableEvaluator": "paretune.objectives.table",
     "DATASETS": "paretune.objectives.data",
     "Dataset": "paretune.objectives.data",

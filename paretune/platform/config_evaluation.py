@@ -266,11 +266,69 @@ class TrainEvaluatorConfig(_Strict):
         return out
 
 
+class SupernetEvaluatorConfig(_Strict):
+    """One-shot evaluation with a weight-sharing supernet (``paretune.objectives.oneshot``):
+    the ``supernet_training`` phase trains it (as a Ray Tune trial, checkpoints in the
+    experiment's storage), then every trial scores its architecture with the shared weights and
+    measures the extracted compact network. ``checkpoint``: a supernet trained before (the
+    phase then trains nothing). Spaces: nb201 and darts."""
+
+    kind: Literal["supernet"] = "supernet"
+    checkpoint: str | None = None
+    dataset: Literal["digits", "mnist", "cifar10"] = "digits"
+    data_path: str | None = Field(None, validate_default=True)
+    channels: int = Field(8, ge=1)
+    cells_per_stage: int = Field(1, ge=1)
+    build: dict[str, Any] | None = None
+    # the supernet's training
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(3e-4, ge=0)
+    grad_clip: float = Field(5.0, ge=0)
+    sampling: Literal["uniform", "weighted"] = "uniform"  # SPOS paths, or DARTS's weighted sum
+    arch_lr: float = Field(0.0, ge=0)  # weighted: Adam rate of the architecture logits (0: fixed)
+    train_cpu: float | None = Field(None, gt=0)  # default: resources.cpu
+    train_gpu: float | None = Field(None, ge=0)  # default: 1 when resources.gpu > 0, else 0
+    # one-shot scoring
+    bn_batches: int = Field(10, ge=0)
+    bn_batch_size: int | None = Field(None, ge=2)
+    finetune_steps: int = Field(0, ge=0)
+    finetune_lr: float = Field(0.01, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    latency_batch_size: int = Field(1, ge=1)
+    latency_warmup: int = Field(5, ge=0)
+    latency_repeats: int = Field(20, ge=1)
+    energy_meter: Literal["auto", "nvml", "rapl", "estimate"] = "auto"
+    energy_batch_size: int = Field(32, ge=1)
+    energy_batches: int = Field(20, ge=1)
+    energy_warmup: int = Field(2, ge=0)
+    energy_min_window_s: float = Field(0.5, ge=0)
+    energy_idle_s: float = Field(0.5, gt=0)
+    energy_coefficients: dict[str, float] | None = None
+
+    _data_present = field_validator("data_path")(TrainEvaluatorConfig._data_present.__func__)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else str(Path(value).expanduser().resolve())
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in ("build", "checkpoint"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
 EvaluatorConfig = Annotated[
-    TableEvaluatorConfig | TrainEvaluatorConfig | PythonEvaluatorConfig,
+    TableEvaluatorConfig | TrainEvaluatorConfig | PythonEvaluatorConfig | SupernetEvaluatorConfig,
     Field(discriminator="kind"),
 ]
-_EVALUATOR_TAGS = ("table", "train", "python")
+_EVALUATOR_TAGS = ("table", "train", "python", "supernet")
 
 
 class ObjectiveConfig(_Strict):

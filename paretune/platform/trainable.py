@@ -107,7 +107,7 @@ def run_trial(
     arch = arch_from_config(space, config)
     arch_text = space.encode(arch)
     settings = dict(evaluator_settings)
-    if evaluator_kind == "train" and settings.get("threads") is None:
+    if evaluator_kind in ("train", "supernet") and settings.get("threads") is None:
         settings["threads"] = max(1, int(cpus_per_trial))
     evaluator = get_evaluator(evaluator_kind, settings)
     if predictor_settings:

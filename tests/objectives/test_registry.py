@@ -13,7 +13,7 @@ import paretune.objectives as objectives
 def test_import_does_not_load_torch():
     code = (
         "import sys, paretune.objectives as o; "
-        "assert o.EVALUATOR_KINDS == ('table', 'train', 'python'); "
+        "assert o.EVALUATOR_KINDS == ('table', 'train', 'python', 'supernet'); "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "o.make_evaluator; o.TableEvaluator; "
         "assert 'torch' not in sys.modules, 'torch imported by the table evaluator'"
@@ -22,6 +22,7 @@ def test_import_does_not_load_torch():
 
 
 def test_registry_and_make_evaluator(nb201_path):
+    from paretune.objectives.oneshot import SupernetEvaluator
     from paretune.objectives.python_evaluator import PythonEvaluator
     from paretune.objectives.table import TableEvaluator
     from paretune.objectives.train import TrainEvaluator
@@ -30,6 +31,7 @@ def test_registry_and_make_evaluator(nb201_path):
         "table": TableEvaluator,
         "train": TrainEvaluator,
         "python": PythonEvaluator,
+        "supernet": SupernetEvaluator,
     }
     ev = objectives.make_evaluator("table", path=nb201_path, latency_device="raspi4")
     assert isinstance(ev, TableEvaluator) and ev.latency_device == "raspi4"
@@ -40,7 +42,7 @@ def test_registry_and_make_evaluator(nb201_path):
 def test_unknown_kind_or_setting():
     with pytest.raises(
         ValueError,
-        match=r"unknown evaluator kind 'zero_cost' \(available: \['table', 'train', 'python'\]\)",
+        match=r"unknown evaluator kind 'zero_cost' \(available: \['table', 'train', 'python', 'supernet'\]\)",
     ):
         objectives.make_evaluator("zero_cost")
     with pytest.raises(
