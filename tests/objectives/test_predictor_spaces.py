@@ -197,6 +197,11 @@ def test_measured_pairs_time_real_networks():
         measured_pairs(ChoicesSpace({"w": [1, 2]}), [(0,)], (1, 1))
     with pytest.raises(ValueError, match="rounds=0 must be >= 1"):
         measured_pairs(space, archs, (1, 1, 8, 8), build=build, rounds=0)
+    # the thread's CPU time: what the network costs the processor, busy machine or not
+    cpu = measured_pairs(space, archs, (1, 1, 8, 8), build=build, repeats=2, clock="cpu")
+    assert (cpu.latencies["cpu"] > 0).all() and ":cpu:cpu:" in cpu.origin
+    with pytest.raises(ValueError, match=r"clock='cpu' times one CPU thread .* threads=1\)"):
+        measured_pairs(space, archs, (1, 1, 8, 8), build=build, threads=2, clock="cpu")
 
 
 def test_trials_csv_of_a_darts_experiment(tmp_path):

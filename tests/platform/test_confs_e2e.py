@@ -22,6 +22,7 @@ CONF = ROOT / "conf"
 RUN_ELSEWHERE = {
     "custom_space": "tests/platform/test_spaces_e2e.py::test_custom_space_runs_end_to_end",
     "nb201_tabular": "tests/platform/test_data_cli.py (paretune run from another folder)",
+    "prune_nb201": "tests/platform/test_pruning_stage.py::test_prune_config_runs_end_to_end",
 }
 TRAIN = ["search.num_samples=2", "evaluator.epochs=1"]
 # Per config: the overrides that make it small, and the trials it then runs.
@@ -160,3 +161,33 @@ def test_darts_and_mobilenet_configs_run_with_a_predictor_and_screening(
         DartsSpace().decode(archs[0])
     pictures = list((tmp_path / "mlartifacts").rglob("cell.png"))
     assert len(pictures) >= 2  # a cell picture (DARTS) or a decision table (MobileNet) per trial
+
+
+@pytest.mark.slow
+def test_the_custom_model_example_runs_from_python(tmp_path):
+    """``paretune.run("conf/custom_space.yaml", overrides)`` in a user's script (the YAML run
+    is test_spaces_e2e's): the user's own CNN trains in every trial."""
+    script = (
+        "import sys, paretune\n"
+        "result = paretune.run('conf/custom_space.yaml', sys.argv[1:], verbose=0)\n"
+        "rows = result.report.rows\n"
+        "print('ROWS', len(rows), sum(r.ok for r in rows), sorted(rows[0].values))\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "search.num_samples=2",
+            "evaluator.args.epochs=1",
+            f"storage.path={tmp_path / 'runs'}",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RAY_ADDRESS": "local"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ROWS 2 2 ['accuracy', 'latency', 'params']" in proc.stdout

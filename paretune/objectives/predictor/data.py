@@ -272,6 +272,7 @@ def measured_pairs(
     repeats: int = 15,
     threads: int | None = 1,
     rounds: int = 1,
+    clock: str = "wall",
     seed: int = 0,
     progress: Any = None,
 ) -> LatencyPairs:
@@ -281,7 +282,11 @@ def measured_pairs(
 
     On a busy machine other work only ever adds time: with ``rounds > 1`` every network is
     measured once per round (the networks kept built, in a new random order each round, so a
-    busy spell does not hit the same networks every time) and keeps its fastest round.
+    busy spell does not hit the same networks every time) and keeps its fastest round. With
+    ``clock="cpu"`` (CPU, one thread) each call is timed by the thread's CPU time
+    (``time.thread_time`` in ``torch.utils.benchmark.Timer``) instead of the wall clock: the
+    time the network costs the processor, which other processes' load does not inflate (on an
+    idle machine the two agree).
 
     Args:
         space: a space with a network builder (NB201, DARTS, MobileNet, macro).
@@ -292,6 +297,7 @@ def measured_pairs(
         name: the device's name in the pairs (default: ``device``).
         warmup, repeats, threads: as :func:`measure_latency` (per round).
         rounds: measurements per network; the smallest median is kept.
+        clock: ``wall`` (:func:`measure_latency`) or ``cpu`` (the thread's CPU time).
         seed: the rounds' order.
         progress: called with ``(done, total)`` after each measurement (optional).
     """
@@ -303,6 +309,14 @@ def measured_pairs(
         raise ValueError(f"measured_pairs: space {space.name!r} has no network builder")
     if rounds < 1:
         raise ValueError(f"measured_pairs: rounds={rounds!r} must be >= 1")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"measured_pairs: clock={clock!r} is unknown (allowed: wall, cpu)")
+    if clock == "cpu" and (device != "cpu" or threads != 1):
+        raise ValueError(
+            f"measured_pairs: clock='cpu' times one CPU thread (device={device!r}, "
+            f"threads={threads!r}; needs device='cpu', threads=1)"
+        )
+    measure = measure_latency if clock == "wall" else _cpu_time_latency
     archs = [space.validate_full(a) for a in archs]
     example = torch.randn(*[int(v) for v in input_shape])
     models: dict[int, Any] = {}
@@ -316,12 +330,37 @@ def measured_pairs(
             model = models.get(int(i)) or space.build(archs[i], **(build or {}))
             if rounds > 1:
                 models[int(i)] = model
-            ms = measure_latency(
+            ms = measure(
                 model, example, device=device, warmup=warmup, repeats=repeats, threads=threads
             )
             best[i] = min(best[i], ms)
             done += 1
             if progress is not None:
                 progress(done, total)
-    origin = f"measured:{space.name}:{device}:{tuple(int(v) for v in input_shape)}"
+    origin = f"measured:{space.name}:{device}:{clock}:{tuple(int(v) for v in input_shape)}"
     return _collect(zip(archs, best.tolist(), strict=True), name or device, origin, {})
+
+
+def _cpu_time_latency(
+    model: Any, example: Any, *, device: str, warmup: int, repeats: int, threads: int | None
+) -> float:
+    """Median thread CPU time (ms) of ``model(example)`` over ``repeats`` single calls, timed
+    by ``torch.utils.benchmark.Timer`` with ``time.thread_time`` (one thread, on the CPU)."""
+    import time
+
+    import torch
+    from torch.utils import benchmark
+
+    was_training = model.training
+    model.eval()
+    timer = benchmark.Timer(
+        "model(x)", globals={"model": model, "x": example}, timer=time.thread_time, num_threads=1
+    )
+    try:
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(example)
+            times = [timer.timeit(1).median for _ in range(repeats)]
+    finally:
+        model.train(was_training)
+    return float(np.median(times)) * 1e3
