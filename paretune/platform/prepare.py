@@ -20,6 +20,7 @@ from paretune.objectives.predictor import (
     resolve_predictor_settings,
 )
 from paretune.platform.config import OPTUNA_ALGORITHMS, ConfigError, ExperimentConfig
+from paretune.platform.pruning_stage import add_proxy_settings, apply_pruning
 from paretune.platform.searcher import ParetoSearcher, make_optuna_searcher
 from paretune.search_algos import ENGINES, engine_names, make_engine
 from paretune.search_algos.dedup import deduplicate
@@ -52,6 +53,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         where = "space.restrict" if config.space.restrict else "space"
         value = config.space.restrict if config.space.restrict else spec
         raise ConfigError(f"{where} = {value!r}: {exc}") from None
+    space = apply_pruning(config, space)  # prune: scores options, restricts, records removed
     objectives = config.objective_set()
     settings = config.evaluator.model_dump(exclude={"kind"})
     # Trials run in their own directories: make file paths absolute here, in the driver.
@@ -77,6 +79,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         # Metrics beyond an evaluator's standard ones (raw table columns such as
         # latency_ms_raspi4) are returned when an objective names them.
         settings["extra"] = [n for n in objectives.names if n != predicted]
+    add_proxy_settings(config, settings, spec)  # objectives with source: proxy
     evaluator = _build_evaluator(config, settings, predictor, space)
     if config.evaluator.kind == "table":  # the table the driver found (path, env or cache)
         settings.pop("benchmark", None)

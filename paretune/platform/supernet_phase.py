@@ -39,8 +39,13 @@ PHASES_DIR = "phases"
 HANDOVER_FILE = "handover.json"
 
 
-def train_supernet_trial(config: dict[str, Any], *, trainer_settings: dict[str, Any]) -> None:
-    """Ray Tune function trainable: train the supernet, one report and checkpoint per epoch."""
+def train_supernet_trial(
+    config: dict[str, Any], *, trainer_settings: dict[str, Any], resume_from: str | None = None
+) -> None:
+    """Ray Tune function trainable: train the supernet, one report and checkpoint per epoch.
+
+    It continues from Ray's checkpoint when Ray restarts or restores it, else from the
+    checkpoint folder ``resume_from`` (a training that ended before its last epoch)."""
     import torch
 
     settings = dict(trainer_settings)
@@ -53,6 +58,9 @@ def train_supernet_trial(config: dict[str, Any], *, trainer_settings: dict[str, 
         with checkpoint.as_directory() as folder:
             trainer.load(folder)
         resumed_from = trainer.epoch
+    elif resume_from is not None:
+        trainer.load(resume_from)
+        resumed_from = trainer.epoch
     where = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
@@ -63,7 +71,7 @@ def train_supernet_trial(config: dict[str, Any], *, trainer_settings: dict[str, 
         torch.cuda.reset_peak_memory_stats(trainer.device)
 
     def report(metrics: dict[str, Any], t: SupernetTrainer) -> None:
-        extra: dict[str, Any] = {"done": t.done, "steps": t.steps}
+        extra: dict[str, Any] = {"supernet_done": t.done, "steps": t.steps}
         if t.device.type == "cuda":
             extra["cuda_max_memory_mb"] = torch.cuda.max_memory_allocated(t.device) / 2**20
         with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +158,21 @@ class SupernetTrainingPhase:
         if handover_path.is_file():
             record = json.loads(handover_path.read_text())
             return self.handover(prepared, record["checkpoint"]), searcher
-        result = self._fit(prepared, phase_dir.parent, verbose)
+        result = self._fit(prepared, phase_dir.parent, verbose, self.name)
+        # A training trial that ended before its last epoch (stopped, or restored after it
+        # ended early): a new trial continues from its checkpoint.
+        for k in range(1, 4):
+            if result.error is not None or result.checkpoint is None:
+                break
+            if (result.metrics or {}).get("supernet_done", True):
+                break
+            result = self._fit(
+                prepared,
+                phase_dir.parent,
+                verbose,
+                f"{self.name}-continued-{k}",
+                resume_from=result.checkpoint.path,
+            )
         if result.error is not None or result.checkpoint is None:
             raise ConfigError(
                 f"the supernet training trial failed ({type(result.error).__name__ if result.error else 'no checkpoint'}"
@@ -174,14 +196,23 @@ class SupernetTrainingPhase:
         tmp.replace(handover_path)
         return self.handover(prepared, checkpoint), searcher
 
-    def _fit(self, prepared: Prepared, storage: Path, verbose: int) -> Any:
+    def _fit(
+        self,
+        prepared: Prepared,
+        storage: Path,
+        verbose: int,
+        name: str,
+        resume_from: str | None = None,
+    ) -> Any:
         trainable = tune.with_resources(
             tune.with_parameters(
-                train_supernet_trial, trainer_settings=self.trainer_settings(prepared)
+                train_supernet_trial,
+                trainer_settings=self.trainer_settings(prepared),
+                resume_from=resume_from,
             ),
             self.resources(),
         )
-        path = storage / self.name
+        path = storage / name
         if tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(
                 str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -191,7 +222,7 @@ class SupernetTrainingPhase:
                 trainable,
                 tune_config=tune.TuneConfig(num_samples=1),
                 run_config=tune.RunConfig(
-                    name=self.name,
+                    name=name,
                     storage_path=str(storage),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     failure_config=tune.FailureConfig(

@@ -22,6 +22,7 @@ CONF = ROOT / "conf"
 RUN_ELSEWHERE = {
     "custom_space": "tests/platform/test_spaces_e2e.py::test_custom_space_runs_end_to_end",
     "nb201_tabular": "tests/platform/test_data_cli.py (paretune run from another folder)",
+    "oneshot_digits": "tests/platform/test_supernet_e2e.py::test_oneshot_config_runs_end_to_end",
     "prune_nb201": "tests/platform/test_pruning_stage.py::test_prune_config_runs_end_to_end",
 }
 TRAIN = ["search.num_samples=2", "evaluator.epochs=1"]
