@@ -115,6 +115,12 @@ def make_evaluator(kind: str, **settings: Any) -> Evaluator:
     Raises:
         ValueError: an unknown kind or setting, naming what is allowed.
     """
+    settings = dict(settings)
+    proxies = settings.pop("proxies", None)  # objectives with source: proxy
+    if proxies:
+        from paretune.objectives.proxies import attach_proxies
+
+        return attach_proxies(make_evaluator(kind, **settings), proxies)
     cls = evaluator_class(kind)
     if kind == "table" and settings.get("columns") is not None:
         cls = importlib.import_module(_EVALUATOR_PATHS[kind][0]).ColumnTableEvaluator

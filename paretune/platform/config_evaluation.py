@@ -338,3 +338,5 @@ class ObjectiveConfig(_Strict):
     direction: Literal["min", "max"]
     limit: float | None = None
     reference: float | None = None
+    # "proxy": a zero-cost proxy of the untrained network (paretune.objectives.proxies)
+    source: Literal["proxy"] | None = None

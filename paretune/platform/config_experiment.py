@@ -26,6 +26,7 @@ from paretune.platform.config_sections import (
     MlflowConfig,
     ModelsConfig,
     PredictorConfig,
+    PruneConfig,
     RayConfig,
     ResourcesConfig,
     SchedulerConfig,
@@ -52,6 +53,7 @@ class ExperimentConfig(_Strict):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
+    prune: PruneConfig | None = None
     models: ModelsConfig = Field(default_factory=ModelsConfig)
 
     @model_validator(mode="after")

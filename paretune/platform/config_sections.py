@@ -237,3 +237,38 @@ class ScreeningConfig(_Strict):
     objective: str | None = None
     margin: float = Field(0.1, ge=0)
     max_screens: int = Field(20, ge=0)
+
+
+class PruneConfig(_Strict):
+    """Zero-shot pruning before the search: ``samples`` architectures are scored with the
+    zero-cost ``proxy`` (a name or a list, combined by mean rank), each option's fitness is the
+    mean normalised rank of the samples using it, and the worst ``ratio`` of every decision's
+    options is removed (``rule: proxy``), or of those not used by the sample's non-dominated
+    set of (proxy, ``cost``) (``rule: front``). ``removed`` and ``fitness`` are filled in by
+    paretune (a resume restricts from ``removed`` without scoring again)."""
+
+    proxy: str | list[str] = "synflow"
+    ratio: float = Field(0.5, ge=0, lt=1)
+    samples: int = Field(100, ge=2)
+    rule: Literal["proxy", "front"] = "proxy"
+    cost: str = "params"
+    seed: int | None = None
+    dataset: Literal["digits", "mnist", "cifar10"] = "digits"
+    data_path: str | None = None
+    batch_size: int = Field(64, ge=2)
+    input_size: int | None = Field(None, ge=8)
+    build: dict[str, Any] = Field(default_factory=dict)
+    removed: dict[str, list[str]] | None = None
+    fitness: dict[str, dict[str, float]] | None = None
+
+    @field_validator("proxy", "cost")
+    @classmethod
+    def _known_proxy(cls, value: str | list[str]) -> str | list[str]:
+        from paretune.objectives.proxies import PROXIES
+
+        for name in [value] if isinstance(value, str) else value:
+            if name not in PROXIES:
+                raise ValueError(f"{name!r} is not a proxy (allowed: {', '.join(PROXIES)})")
+        if isinstance(value, list) and not value:
+            raise ValueError(f"no proxy given (allowed: {', '.join(PROXIES)})")
+        return value
