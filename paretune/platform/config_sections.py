@@ -58,7 +58,7 @@ class SearchConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_params(self) -> SearchConfig:
-        if not self.params:
+        if not self.params or self.mode == "supernet":  # the phase checks those (phases.py)
             return self
         allowed = algorithm_parameters(self.algorithm)
         if allowed is None:

@@ -143,6 +143,13 @@ def make_searcher(prepared: Prepared) -> Any:
     cfg = prepared.config
     algorithm = cfg.search.algorithm
     params = dict(cfg.search.params)
+    if cfg.search.mode == "supernet":
+        # The weight-sharing phase (phases.py) checks search.params now (ConfigError naming a
+        # bad one) and, after its trials, returns the searcher of the search.
+        from paretune.platform.phases import phase_for
+
+        make = getattr(phase_for(cfg), "placeholder_searcher", None)
+        return make(prepared) if make is not None else None
     try:
         if algorithm in OPTUNA_ALGORITHMS:
             return make_optuna_searcher(

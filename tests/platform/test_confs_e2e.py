@@ -24,6 +24,7 @@ RUN_ELSEWHERE = {
     "nb201_tabular": "tests/platform/test_data_cli.py (paretune run from another folder)",
     "oneshot_digits": "tests/platform/test_supernet_e2e.py::test_oneshot_config_runs_end_to_end",
     "prune_nb201": "tests/platform/test_pruning_stage.py::test_prune_config_runs_end_to_end",
+    "tnd_supernet_digits": "tests/platform/test_tnd_supernet.py::test_config_runs_end_to_end",
 }
 TRAIN = ["search.num_samples=2", "evaluator.epochs=1"]
 # Per config: the overrides that make it small, and the trials it then runs.
