@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from paretune.platform.config_common import ConfigError
-from paretune.search_algos.pruning import combined_rank, prune
+from paretune.search_algos.pruning import combined_rank, prune, select_decisions
 from paretune.spaces.base import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ def apply_pruning(config: Any, space: SearchSpace) -> SearchSpace:
         return space
     if p.removed is not None:  # already scored (a resume): the same restriction again
         return _restrict(space, p.removed)
+    try:
+        select_decisions(space, p.decisions)  # a bad pattern is refused before any scoring
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     proxies = [p.proxy] if isinstance(p.proxy, str) else list(p.proxy)
     names = list(dict.fromkeys([*proxies, *([p.cost] if p.rule == "front" else [])]))
     scorer = _scorer(config, space, names)
@@ -71,7 +75,10 @@ def apply_pruning(config: Any, space: SearchSpace) -> SearchSpace:
     scores = combined_rank(columns)
     costs = [v[p.cost] for v in values] if p.rule == "front" else None
     try:
-        result = prune(space, archs, scores, ratio=p.ratio, rule=p.rule, costs=costs)
+        chosen = select_decisions(space, p.decisions)
+        result = prune(
+            space, archs, scores, ratio=p.ratio, rule=p.rule, costs=costs, decisions=chosen
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     pruned = space.restrict(result.allowed)

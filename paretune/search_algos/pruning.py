@@ -117,6 +117,26 @@ class PruneResult:
         }
 
 
+def select_decisions(space: SearchSpace, patterns: str | Sequence[str] | None) -> list[int]:
+    """Indices of the decisions whose names match any glob of ``patterns`` (``None``: all)."""
+    from fnmatch import fnmatchcase
+
+    if patterns is None:
+        return list(range(space.num_decisions))
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    out = [
+        k for k, d in enumerate(space.decisions) if any(fnmatchcase(d.name, p) for p in patterns)
+    ]
+    if not out:
+        names = space.decision_names()
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        raise ValueError(
+            f"prune.decisions = {patterns!r}: matches no decision of space {space.name!r} "
+            f"(decisions: {shown})"
+        )
+    return out
+
+
 def check_ratio(ratio: float) -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
         raise ValueError(f"prune.ratio = {ratio!r}: must be a number in [0, 1)")
@@ -130,6 +150,7 @@ def prune(
     ratio: float = 0.5,
     rule: str = "proxy",
     costs: Sequence[float] | None = None,
+    decisions: Sequence[int] | None = None,
 ) -> PruneResult:
     """Which options to keep per decision (see the module docstring).
 
@@ -140,6 +161,8 @@ def prune(
         ratio: share of each decision's options to remove (floor), in [0, 1).
         rule: ``proxy`` or ``front``.
         costs: one cost per architecture (lower is better), needed by ``front``.
+        decisions: indices of the decisions to prune (default: all); e.g. only the operation
+            decisions of a DARTS cell, not its input choices.
     """
     ratio = check_ratio(ratio)
     if rule not in RULES:
@@ -154,8 +177,11 @@ def prune(
         protected = protected_options(space, archs, scores, costs)
     allowed: list[list[int]] = []
     removed: list[list[int]] = []
+    chosen = set(range(space.num_decisions) if decisions is None else decisions)
     for k, options in enumerate(space.allowed):
         quota = min(int(math.floor(ratio * len(options))), len(options) - 1)
+        if k not in chosen:
+            quota = 0
         candidates = [o for o in options if o not in protected[k] and not math.isnan(fitness[k][o])]
         candidates.sort(key=lambda o: (fitness[k][o], o))
         drop = sorted(candidates[:quota])
@@ -164,12 +190,18 @@ def prune(
     return PruneResult(allowed, removed, fitness, protected)
 
 
-def random_prune(space: SearchSpace, ratio: float, rng: np.random.Generator) -> list[list[int]]:
+def random_prune(
+    space: SearchSpace,
+    ratio: float,
+    rng: np.random.Generator,
+    decisions: Sequence[int] | None = None,
+) -> list[list[int]]:
     """A baseline: the same number of options per decision removed at random."""
     ratio = check_ratio(ratio)
+    chosen = set(range(space.num_decisions) if decisions is None else decisions)
     out = []
-    for options in space.allowed:
-        quota = min(int(math.floor(ratio * len(options))), len(options) - 1)
+    for k, options in enumerate(space.allowed):
+        quota = min(int(math.floor(ratio * len(options))), len(options) - 1) if k in chosen else 0
         drop = set(rng.choice(options, size=quota, replace=False).tolist()) if quota else set()
         out.append([o for o in options if o not in drop])
     return out

@@ -86,3 +86,19 @@ def test_random_pruning_removes_as_many_options():
     allowed = random_prune(s, 0.5, np.random.default_rng(1))
     assert [len(a) for a in allowed] == [3, 3, 3]
     assert allowed != random_prune(s, 0.5, np.random.default_rng(2))
+
+
+def test_only_the_chosen_decisions_are_pruned():
+    from paretune.search_algos.pruning import select_decisions
+    from paretune.spaces import make_space
+
+    darts = make_space("darts")
+    ops = select_decisions(darts, "*_op*")
+    assert ops and all("_op" in darts.decisions[k].name for k in ops)
+    rng = np.random.default_rng(0)
+    archs = [darts.sample(rng) for _ in range(60)]
+    result = prune(darts, archs, [sum(a) for a in archs], ratio=0.5, decisions=ops)
+    for k, kept in enumerate(result.allowed):
+        assert len(kept) == (4 if k in ops else len(darts.allowed[k]))
+    with pytest.raises(ValueError, match=r"prune.decisions = \['edge\*'\]: matches no decision"):
+        select_decisions(darts, ["edge*"])
