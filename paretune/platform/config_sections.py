@@ -258,6 +258,7 @@ class PruneConfig(_Strict):
     batch_size: int = Field(64, ge=2)
     input_size: int | None = Field(None, ge=8)
     build: dict[str, Any] = Field(default_factory=dict)
+    decisions: str | list[str] | None = None  # globs of decision names to prune (all: None)
     removed: dict[str, list[str]] | None = None
     fitness: dict[str, dict[str, float]] | None = None
 
