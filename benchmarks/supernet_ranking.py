@@ -36,14 +36,14 @@ from paretune.objectives.measure import count_params
 from paretune.objectives.oneshot import SupernetEvaluator
 from paretune.objectives.supernet_train import SupernetTrainer, space_spec_of
 from paretune.objectives.train import TrainEvaluator
-from paretune.objectives.train_loop import accuracy
 from paretune.spaces import make_space
 
 
 def standalone_accuracy(
-    ev: TrainEvaluator, arch: tuple[int, ...], epochs: int
-) -> tuple[float, float]:
-    """Validation accuracy (%) after training ``arch`` as the train evaluator does, and params."""
+    ev: TrainEvaluator, arch: tuple[int, ...], epochs: int, which: str = "valid"
+) -> tuple[float, float, float]:
+    """Accuracy (%) and cross-entropy on the evaluation split after training ``arch`` as the
+    train evaluator does, and its params."""
     data = ev.data()
     model = ev.build(arch, data)
     n = len(data.train)
@@ -66,7 +66,23 @@ def standalone_accuracy(
             loss.backward()
             opt.step()
             sched.step()
-    return accuracy(model, data.valid, torch.device("cpu")), count_params(model)
+    acc, loss = split_scores(model, *eval_split(data, which))
+    return acc, loss, count_params(model)
+
+
+@torch.no_grad()
+def split_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Accuracy (%) and mean cross-entropy of ``model`` (eval mode) on ``x, y``."""
+    model.eval()
+    out = torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)])
+    loss = float(torch.nn.functional.cross_entropy(out, y))
+    return 100.0 * float((out.argmax(1) == y).float().mean()), loss
+
+
+def eval_split(data, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if which == "valid":
+        return data.valid.x, data.valid.y
+    return torch.cat([data.valid.x, data.test.x]), torch.cat([data.valid.y, data.test.y])
 
 
 def precision_top(truth: np.ndarray, score: np.ndarray, frac: float = 0.1) -> float:
@@ -102,13 +118,16 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
     # stand-alone ground truth
     started = time.perf_counter()
     sa = np.zeros((len(seeds), len(archs)))
+    sa_loss = np.zeros((len(seeds), len(archs)))
     params = np.zeros(len(archs))
     for s in seeds:
         ev = TrainEvaluator(
             **common, seed=s, build=build, space={"kind": name}, energy_meter="estimate"
         )
         for j, a in enumerate(archs):
-            sa[s, j], params[j] = standalone_accuracy(ev, a, args.sa_epochs)
+            sa[s, j], sa_loss[s, j], params[j] = standalone_accuracy(
+                ev, a, args.sa_epochs, args.eval_split
+            )
             if j % 10 == 9:
                 log(f"{name}: stand-alone seed {s}: {j + 1}/{len(archs)}")
     out["standalone_s"] = time.perf_counter() - started
@@ -116,6 +135,7 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
     # supernets
     started = time.perf_counter()
     oneshot = np.zeros((len(seeds), len(archs)))
+    oneshot_loss = np.zeros((len(seeds), len(archs)))
     sn_train_acc = []
     with tempfile.TemporaryDirectory() as tmp:
         for s in seeds:
@@ -135,7 +155,9 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
                 bn_batches=10,
                 energy_meter="estimate",
             )
-            oneshot[s] = ev.score(archs)
+            x, y = eval_split(ev.data(), args.eval_split)
+            for j, a in enumerate(archs):
+                oneshot[s, j], oneshot_loss[s, j] = split_scores(ev.network(a), x, y)
             log(f"{name}: supernet seed {s} trained and scored")
     out["supernet_s"] = time.perf_counter() - started
     truth = sa.mean(axis=0)
@@ -145,6 +167,14 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
     rows.append(("supernet mean of seeds", *stats(truth, oneshot.mean(axis=0))))
     if len(seeds) >= 2:
         rows.append(("stand-alone seed 0 vs 1", *stats(sa[0], sa[1])))
+    rows.append(
+        (
+            "mean of seeds, on cross-entropy",
+            *stats(-sa_loss.mean(axis=0), -oneshot_loss.mean(axis=0)),
+        )
+    )
+    if len(seeds) >= 2:
+        rows.append(("stand-alone 0 vs 1, cross-entropy", *stats(-sa_loss[0], -sa_loss[1])))
     above = truth > args.chance
     if above.sum() >= 5:
         rows.append(
@@ -157,6 +187,8 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
         rows=rows,
         truth=truth.tolist(),
         standalone=sa.tolist(),
+        standalone_loss=sa_loss.tolist(),
+        oneshot_loss=oneshot_loss.tolist(),
         oneshot=oneshot.tolist(),
         params=params.tolist(),
         supernet_train_accuracy=sn_train_acc,
@@ -195,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--darts-layers", type=int, default=3)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--chance", type=float, default=20.0)
+    p.add_argument("--eval-split", choices=("valid", "valid+test"), default="valid")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--csv-dir", default=None)
     p.add_argument("--out", default=None)
@@ -211,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         f"dataset {args.dataset}, {args.archs} uniformly drawn architectures per space, "
         f"{args.seeds} seeds, C={args.channels}, NB201 N=1 (3 cells + 2 reductions), "
         f"DARTS {args.darts_layers} cells; stand-alone {args.sa_epochs} epochs per seed "
-        f"(ground truth: mean over seeds), supernet {args.sn_epochs} epochs SPOS uniform",
+        f"(ground truth: mean over seeds), supernet {args.sn_epochs} epochs SPOS uniform; "
+        f"scored on {args.eval_split}",
         "",
         f"{'space':6} {'comparison':38} {'Kendall tau':>11} {'Spearman':>9} {'P@top10%':>9}",
     ]
