@@ -20,8 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="path of a YAML experiment, e.g. conf/quickstart.yaml")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.num_samples=50")
     r.add_argument("-q", "--quiet", action="store_true", help="no Ray progress tables")
-    s = sub.add_parser("resume", help="continue a search whose driver stopped")
-    s.add_argument("experiment_dir")
+    sw = sub.add_parser("sweep", help="run many searches of one base config at once (a sweep)")
+    sw.add_argument("sweep_file", help="a sweep YAML, e.g. conf/sweep_algorithms.yaml")
+    sw.add_argument("overrides", nargs="*", help="key=value overrides for every member")
+    sw.add_argument("--out", help="the sweep folder (default: <storage.path>/sweep-<name>-<date>)")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no per-member progress lines")
+    s = sub.add_parser("resume", help="continue a search or a sweep whose driver stopped")
+    s.add_argument("experiment_dir", help="an experiment folder or a sweep folder")
     s.add_argument("-q", "--quiet", action="store_true")
     rep = sub.add_parser("report", help="print the Pareto front of an experiment directory")
     rep.add_argument("experiment_dir")
@@ -57,7 +62,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # argparse stops collecting overrides at the first option (`run c.yaml -q a=1`)
-        if args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+        if args.command in ("run", "sweep") and all(
+            "=" in e and not e.startswith("-") for e in extra
+        ):
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return _ui(args)
     from paretune.platform import launcher
 
+    if args.command == "sweep" or (args.command == "resume" and _is_sweep_dir(args.experiment_dir)):
+        return _sweep(args)
     try:
         if args.command in ("run", "resume"):
             if args.command == "run":
@@ -104,6 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     except launcher.SearchFailed as exc:
         print(f"paretune: search failed: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _is_sweep_dir(path: str) -> bool:
+    from paretune.platform.sweep import is_sweep_dir
+
+    return is_sweep_dir(path)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """``paretune sweep FILE`` or ``paretune resume SWEEP_DIR``: the report, then the exit code."""
+    from paretune.platform import sweep as sw
+    from paretune.platform.sweep_report import format_report
+
+    verbose = 0 if args.quiet else 1
+    try:
+        if args.command == "sweep":
+            result = sw.sweep(args.sweep_file, args.overrides, out_dir=args.out, verbose=verbose)
+        else:
+            result = sw.resume_sweep(args.experiment_dir, verbose=verbose)
+    except ConfigError as exc:
+        return _error(str(exc))
+    except sw.SweepFailed as exc:
+        if exc.result is not None:
+            print(format_report(exc.result.report))
+        print(f"paretune: sweep failed: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(format_report(result.report))
+    print(f"sweep folder: {result.sweep_dir}")
     return 0
 
 
