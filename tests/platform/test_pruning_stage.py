@@ -158,11 +158,13 @@ def test_prune_config_runs_end_to_end(nb201_path, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "10 trials, 0 failed" in proc.stdout
     saved = load_config(next((tmp_path / "runs").glob("prune-nb201-*/config.yaml")))
-    assert saved.prune.removed and len(saved.prune.removed) == 6
+    # rule: front keeps the options the sample's (synflow, params) front uses: some edges may
+    # lose fewer than 2 options, but something is removed and the record names each edge once.
+    assert saved.prune.removed and 1 <= len(saved.prune.removed) <= 6
     with sqlite3.connect(db) as con:
         params = dict(con.execute("select key, value from params where key like 'prune.removed.%'"))
-        archs = [r[0] for r in con.execute("select value from tags where key like '%arch%'")]
-    assert len(params) == 6
+        archs = [r[0] for r in con.execute("select value from tags where key = 'arch'")]
+    assert params == {f"prune.removed.{d}": str(v) for d, v in saved.prune.removed.items()}
     space = make_space("nb201").restrict(
         {
             d: [o for o in opts if o not in saved.prune.removed.get(d, [])]
