@@ -162,3 +162,24 @@ def test_proxy_metrics_add_proxies_with_their_source():
     assert out.sources["synflow"] == "proxy"
     with pytest.raises(ValueError, match=r"proxies: unknown settings \['batch'\]"):
         attach_proxies(_Inner(), {"names": ["synflow"], "space": {"kind": "nb201"}, "batch": 3})
+
+
+def test_a_proxy_screens_candidates_of_an_engine(nb201):
+    from paretune.objectives.base import Objective, ObjectiveSet
+    from paretune.search_algos import make_engine
+    from paretune.search_algos.screening import ScreenedEngine
+
+    scorer = ProxyScorer(nb201, ["params"], build=TINY)
+    limit = scorer.scores((1,) * 6)["params"] + 1e-9  # only cells as small as all-skip pass
+    objectives = ObjectiveSet(
+        (Objective("accuracy", "max"), Objective("params", "min", limit=limit))
+    )
+    engine = ScreenedEngine(
+        make_engine("random", nb201, objectives, seed=0),
+        ProxyFunction(scorer, "params"),
+        margin=0.0,
+        max_screens=50,
+    )
+    proposal = engine.ask()
+    assert engine.num_screened > 0
+    assert scorer.scores(proposal.arch)["params"] <= limit or engine.num_forced == 1
