@@ -1,12 +1,16 @@
-"""Sweeps of TND reward settings (examples/tnd_sweep.py) and the merging of their reports."""
+"""`paretune sweep`: the sweep file, validation, the report's grouping, and the merging of reports."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from paretune.objectives.base import Objective, ObjectiveSet
+from paretune.platform import cli, launcher
 from paretune.platform.config import ConfigError
 from paretune.platform.report import (
     SearchReport,
@@ -23,22 +28,13 @@ from paretune.platform.report import (
     plot_origins,
     summarize_origins,
 )
+from paretune.platform.sweep import read_spec
+from paretune.platform.sweep import read_state as read_sweep_state
+from paretune.platform.sweep_report import MemberRow, group_rows, hv_curve, mean_std
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
 OBJECTIVES = ObjectiveSet.of(("acc", "max"), ("lat", "min"), ("energy", "min"))
-
-
-def load_sweep_module():
-    """examples/tnd_sweep.py as a module (examples/ is not a package)."""
-    if "tnd_sweep" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "tnd_sweep", ROOT / "examples" / "tnd_sweep.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["tnd_sweep"] = module  # dataclasses look their module up while defined
-        spec.loader.exec_module(module)
-    return sys.modules["tnd_sweep"]
 
 
 def brute_force_front(rows: list[TrialRow], objectives: ObjectiveSet) -> set[tuple[str, str]]:
@@ -143,144 +139,215 @@ def test_merge_refuses_what_cannot_be_merged():
         merge_reports([a, other], ["x", "y"])
 
 
-def test_settings_parse_and_become_product_reward_configs():
-    sweep = load_sweep_module()
-    s = sweep.parse_setting("fast:latency=10^-0.05, energy=7^-0.01")
-    assert (s.name, s.targets, s.exponents) == (
-        "fast",
-        {"latency": 10.0, "energy": 7.0},
-        {"latency": -0.05, "energy": -0.01},
+# ---------------------------------------------------------------------- the sweep file (no Ray)
+def write_sweep(tmp_path: Path, body: dict, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps({"base": str(ROOT / "conf" / "nb201_tabular.yaml"), **body}))
+    return path
+
+
+def test_spec_expands_the_grid_times_the_list(tmp_path):
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "t",
+            "overrides": {"search.num_samples": 7},
+            "grid": {"search.algorithm": ["random", "nsga2"], "seed": [0, 1]},
+            "members": [{"name": "a"}, {"name": "b", "objectives.1.limit": 5.0}],
+        },
     )
-    assert sweep.parse_setting("latency=2^-1", 3).name == "s3"
-    assert sweep.parse_setting("acc:").describe() == "accuracy only"
-    for bad, msg in [
-        ("x:latency=10", "not OBJ=T"),
-        ("x:latency=a^b", "must be numbers"),
-        ("bad name:latency=1^-1", "must match"),
-        ("x:latency=1^-1,latency=2^-1", "twice"),
-    ]:
-        with pytest.raises(ValueError, match=msg):
-            sweep.parse_setting(bad)
-
-    base = {
-        "name": "tnd-x",
-        "objectives": [{"name": "accuracy", "direction": "max"}],
-        "search": {"algorithm": "tnd", "params": {"batch_size": 5, "targets": {"params": 1}}},
+    spec = read_spec(path, ["search.max_concurrent=3"])
+    assert len(spec.members) == 8 and spec.max_concurrent_searches == 2
+    assert spec.members[0].name == "a_algorithm-random_seed-0"
+    assert spec.members[-1].overrides == {
+        "search.algorithm": "nsga2",
+        "seed": 1,
+        "objectives.1.limit": 5.0,
     }
-    cfg = sweep.setting_config(base, s, "base.yaml", seed_offset=2)
-    assert cfg.name == "tnd-x-fast" and cfg.mlflow.experiment == "tnd-x" and cfg.seed == 2
-    assert cfg.search.params == {
-        "batch_size": 5,
-        "reward": "product",
-        "targets": {"latency": 10.0, "energy": 7.0},
-        "exponents": {"latency": -0.05, "energy": -0.01},
-    }
-    assert base["name"] == "tnd-x" and "reward" not in base["search"]["params"]
-    with pytest.raises(ConfigError, match="needs 'tnd'"):
-        sweep.setting_config({**base, "search": {"algorithm": "nsga2"}}, s, "base.yaml")
+    assert spec.overrides == {"search.num_samples": 7, "search.max_concurrent": 3}
+    groups = {m.group for m in spec.members}  # the seed is left out of the group
+    assert len(groups) == 4 and "search.algorithm=nsga2, objectives.1.limit=5.0" in groups
 
 
-def test_a_bad_setting_is_refused_before_any_search(nb201_path, tmp_path):
-    sweep = load_sweep_module()
-    settings = [sweep.parse_setting("ok:latency=10^-0.05"), sweep.parse_setting("x:params=1^-1")]
-    with pytest.raises(ConfigError, match="setting .x.: .*unknown objectives"):
-        sweep.sweep(
-            ROOT / "conf" / "tnd_nb201.yaml",
-            settings,
-            [f"evaluator.path={nb201_path}", f"storage.path={tmp_path}"],
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"grid": {"seed": []}}, "grid.seed = []: expected a non-empty list"),
+        ({"colour": 1}, "unknown key 'colour'"),
+        ({"max_concurrent_searches": 0}, "max_concurrent_searches = 0"),
+        ({"members": [{"name": "a"}, {"name": "a", "seed": 2}]}, "member names repeat"),
+        ({"ray": {"adress": "x"}}, "ray = {'adress': 'x'}"),
+    ],
+)
+def test_bad_sweep_files_are_refused_in_one_line(tmp_path, body, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_spec(write_sweep(tmp_path, body))
+
+
+def test_every_bad_member_is_named_before_anything_runs(nb201_path, tmp_path, capsys):
+    path = write_sweep(
+        tmp_path,
+        {
+            "overrides": {"storage.path": str(tmp_path / "runs")},
+            "grid": {"search.algorithm": ["random", "simulated_annealing_x"], "seed": [0, -1]},
+        },
+    )
+    assert cli.main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].endswith("3 of 4 members are invalid, nothing ran")
+    assert len(err) == 4
+    assert err[1].startswith("member algorithm-random_seed--1: ") and "seed" in err[1]
+    assert all("search.algorithm" in line for line in err[2:])
+    assert not (tmp_path / "runs").exists()  # no sweep folder, no Ray, no MLflow
+
+
+# ---------------------------------------------------------------------- report math (no Ray)
+def test_group_mean_and_spread_over_seeds():
+    rows = [
+        MemberRow("a0", "alg=a", "finished", hypervolume=1.0, gap=0.2),
+        MemberRow("a1", "alg=a", "finished", hypervolume=3.0, gap=0.4),
+        MemberRow("b0", "alg=b", "finished", hypervolume=5.0),
+        MemberRow("b1", "alg=b", "failed", hypervolume=100.0),  # a failed member does not count
+    ]
+    a, b = group_rows(rows)
+    assert (a.group, a.members, a.hv_mean) == ("alg=a", 2, 2.0)
+    assert a.hv_std == pytest.approx(math.sqrt(2.0))  # sample std of 1 and 3
+    assert (a.gap_mean, a.gap_std) == pytest.approx((0.3, math.sqrt(0.02)))
+    assert (b.members, b.hv_mean, b.hv_std) == (1, 5.0, 0.0)
+    assert math.isnan(b.gap_mean)
+    assert all(math.isnan(x) for x in mean_std([]))
+
+
+def test_hypervolume_curve_per_member_ends_at_its_hypervolume():
+    merged = merge_reports(
+        [random_report(0, 30, "aa", failed=1), random_report(1, 20, "bb")], ["x", "y"]
+    )
+    summary = {s.origin: s for s in summarize_origins(merged)}
+    for origin, n in (("x", 31), ("y", 20)):
+        curve = hv_curve(merged, origin, merged.reference, points=7)
+        assert len(curve) == n
+        assert curve == sorted(curve)
+        assert curve[-1] == pytest.approx(summary[origin].hypervolume)
+    # with every point sampled, the curve is the hypervolume of each prefix
+    full = hv_curve(merged, "y", merged.reference, points=1000)
+    ys = [r for r in merged.rows if r.origin == "y"]
+    pts = merged.objectives.matrix(r.values for r in ys[:5])
+    from paretune.search_algos.pareto import hypervolume
+
+    assert full[4] == pytest.approx(hypervolume(pts, merged.reference))
+
+
+# ---------------------------------------------------------------------- end to end
+def paretune(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    return subprocess.run(
+        [sys.executable, "-m", "paretune", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def small_sweep(tmp_path: Path, samples: int, concurrent: int) -> Path:
+    return write_sweep(
+        tmp_path,
+        {
+            "name": "small",
+            "overrides": {
+                "search.num_samples": samples,
+                "search.max_concurrent": 1,
+                "storage.path": str(tmp_path / "runs"),
+                "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+            },
+            "grid": {"search.algorithm": ["random", "nsga2"], "seed": [0]},
+            "members": [{}],
+            "max_concurrent_searches": concurrent,
+            "ray": {"num_cpus": 2},
+        },
+    )
+
+
+def check_recorded_once(sweep_dir: Path, samples: int) -> dict:
+    """Every member: ``samples`` distinct trials in its journal and one MLflow run each."""
+    state = read_sweep_state(sweep_dir)
+    client = MlflowClient(state["mlflow"]["tracking_uri"])
+    parents = {}
+    for name, ms in state["members"].items():
+        assert ms["status"] == "finished", name
+        exp = Path(ms["experiment_dir"])
+        assert exp.parent == sweep_dir / "members" / name / "runs"
+        rows = launcher.report(exp).rows
+        assert len(rows) == samples and len({r.trial_id for r in rows}) == samples
+        parent = json.loads((exp / "paretune.json").read_text())["parent_run_id"]
+        runs = client.search_runs(
+            [state["mlflow"]["experiment_id"]], f"tags.mlflow.parentRunId = '{parent}'"
         )
-    assert not any(tmp_path.iterdir())  # nothing ran
-    with pytest.raises(ConfigError, match="names repeat"):
-        sweep.sweep(ROOT / "conf" / "tnd_nb201.yaml", [settings[0], settings[0]])
+        assert sorted(r.data.tags.get("trial_id", r.info.run_name) for r in runs) == sorted(
+            {r.data.tags.get("trial_id", r.info.run_name) for r in runs}
+        )
+        assert len(runs) == samples, name
+        run = client.get_run(parent)
+        assert run.data.tags["paretune.sweep"] == state["mlflow"]["run_id"]
+        assert run.data.tags["mlflow.parentRunId"] == state["mlflow"]["run_id"]
+        parents[name] = parent
+    sweep_run = client.get_run(state["mlflow"]["run_id"])
+    assert sweep_run.info.status == "FINISHED"
+    return parents
 
 
-# ---------------------------------------------------------------------- a real sweep
 @pytest.mark.slow
-def test_sweep_runs_one_experiment_per_setting_and_merges_them(
-    ray_session, nb201_path, mlflow_uri, tmp_path, capsys
-):
-    from paretune.platform.launcher import report
-
-    sweep = load_sweep_module()
+def test_sweep_through_the_entry_point(nb201_path, tmp_path):
     out = tmp_path / "sweep"
-    code = sweep.main(
-        [
-            "--config",
-            str(ROOT / "conf" / "tnd_nb201.yaml"),
-            "--setting",
-            "fast:latency=10^-0.05",
-            "--setting",
-            "accurate:latency=10^-0.005,energy=7^-0.005",
-            "--out",
-            str(out),
-            "-q",
-            f"evaluator.path={nb201_path}",
-            f"storage.path={tmp_path / 'runs'}",
-            f"mlflow.tracking_uri={mlflow_uri}",
-            "search.num_samples=12",
-            "resources.cpu=1",
-            "search.max_concurrent=1",  # one worker process each: table trials take ms
-            "mlflow.cell_pictures=none",
-        ]
+    r = paretune("sweep", str(small_sweep(tmp_path, 4, 2)), "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Members" in r.stdout and "algorithm-nsga2_seed-0" in r.stdout
+    assert "Merged front" in r.stdout
+    check_recorded_once(out, 4)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert [m["trials"] for m in summary["members"]] == [4, 4]
+    assert all(0 <= m["gap"] <= 1 for m in summary["members"])  # the table's true front
+    assert (out / "report" / "hypervolume_by_group.png").read_bytes()[:4] == b"\x89PNG"
+    with open(out / "report" / "pareto_front.csv") as f:
+        assert {row["origin"] for row in csv.DictReader(f)} <= {
+            "algorithm-random_seed-0",
+            "algorithm-nsga2_seed-0",
+        }
+    # `paretune report` works on a member's experiment folder as on any other
+    exp = read_sweep_state(out)["members"]["algorithm-random_seed-0"]["experiment_dir"]
+    assert paretune("report", exp, cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_resume_records_every_trial_once(nb201_path, tmp_path):
+    samples = 40
+    out = tmp_path / "sweep"
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    spec = small_sweep(tmp_path, samples, 1)  # one member at a time: one runs, one waits
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paretune", "sweep", str(spec), "--out", str(out), "-q"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    printed = capsys.readouterr().out
-    assert code == 0
+    journal = None
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for a few trials
+        found = (
+            list((out / "members").glob("*/runs/*/paretune-trials.jsonl")) if out.exists() else []
+        )
+        if found and len(found[0].read_text().splitlines()) >= 8:
+            journal = found[0]
+            break
+        time.sleep(0.5)
+    assert journal is not None and proc.poll() is None, "the sweep ended before it was killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = read_sweep_state(out)
+    assert [m["status"] for m in state["members"].values()] == ["running", "pending"]
 
-    for name in (
-        "trials.csv",
-        "pareto_front.csv",
-        "pareto_front.png",
-        "sweep_front.png",
-        "hypervolume.png",
-        "parallel_coordinates.png",
-        "sweep.json",
-    ):
-        assert (out / name).stat().st_size > 0, name
-    info = json.loads((out / "sweep.json").read_text())
-    assert [s["name"] for s in info["settings"]] == ["fast", "accurate"]
-    assert info["settings"][0]["exponents"] == {"latency": -0.05}
-    assert [s["seed"] for s in info["settings"]] == [0, 1]  # independent runs
-
-    # Each setting is its own experiment; rebuild each from its directory and merge by hand.
-    own = {s["name"]: report(s["experiment_dir"]) for s in info["settings"]}
-    assert [len(r.rows) for r in own.values()] == [12, 12]
-    union = []
-    for name, rep in own.items():
-        assert all(r.ok for r in rep.rows)
-        union += [
-            TrialRow(r.trial_id, r.number, r.arch, r.values, r.ok, origin=name) for r in rep.rows
-        ]
-    archs = [{r.arch for r in rep.rows} for rep in own.values()]
-    assert archs[0] != archs[1]  # different seeds: not the same first batch twice
-    objectives = next(iter(own.values())).objectives
-    expected = brute_force_front(union, objectives)
-    # derived reference, in raw units: beyond the worst trial of the union on every objective
-    assert info["reference"]["accuracy"] < min(r.values["accuracy"] for r in union)
-    assert info["reference"]["latency"] > max(r.values["latency"] for r in union)
-    with open(out / "pareto_front.csv") as f:
-        front = {(r["origin"], r["trial_id"]) for r in csv.DictReader(f)}
-    assert front == expected
-    with open(out / "trials.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert {(r["origin"], r["trial_id"]) for r in rows} == {(r.origin, r.trial_id) for r in union}
-    assert {r["trial_id"] for r in rows if r["pareto"] == "front"} == {t for _, t in expected}
-
-    # The printed table: one line per setting and the merged line.
-    lines = {line.split()[0]: line.split() for line in printed.splitlines() if line.strip()}
-    merged_line = lines["merged"]
-    assert merged_line[:3] == ["merged", "24", "0"] and int(merged_line[3]) == len(expected)
-    on_front = {name: sum(o == name for o, _ in expected) for name in own}
-    assert int(lines["fast"][-1]) == on_front["fast"]
-    assert int(lines["accurate"][-1]) == on_front["accurate"]
-    hv = float(merged_line[4])
-    assert hv > 0 and all(0 < float(lines[n][-2]) <= hv * (1 + 1e-6) for n in own)
-    assert math.isclose(info["merged"]["hypervolume"], hv, rel_tol=1e-5)
-
-    # One MLflow experiment (the base name), one parent run per setting, tagged with it.
-    client = MlflowClient(mlflow_uri)
-    exp = client.get_experiment_by_name("tnd-nb201")
-    parents = client.search_runs([exp.experiment_id], "tags.`paretune.role` = 'experiment'")
-    assert sorted(r.data.tags["sweep.setting"] for r in parents) == ["accurate", "fast"]
-    assert {r.info.run_id for r in parents} == {s["mlflow_parent_run"] for s in info["settings"]}
-    assert {r.data.params["search.params.reward"] for r in parents} == {"product"}
-    assert len({r.data.tags["sweep"] for r in parents}) == 1
+    r = paretune("resume", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    check_recorded_once(out, samples)
