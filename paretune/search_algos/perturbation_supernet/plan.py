@@ -149,6 +149,8 @@ class PertNASPlan:
         jobs: list[Job] = []
         for m in range(self.population):
             for e in range(self.num_edges):
+                if len(self.options[e]) < 2:
+                    continue  # nothing to choose on this edge
                 tk = f"expand-m{m}-e{e}"
                 opts = self.expand_options(m, e)
                 if tk not in results:
@@ -202,6 +204,8 @@ class PertNASPlan:
             return [self._train(ckpt, "coarse", sw, 1 / 3, lineage=i)], None, record
         record["fine"] = []
         for step, e in enumerate(self.order):
+            if len(sw[e]) < 2:
+                continue  # one option already (a restricted edge): nothing to select
             if len(sw[e]) > 1:
                 keys = {k: f"L{i}-fine{step}-e{e}-k{k}" for k in sw[e]}
                 missing = [
@@ -260,6 +264,7 @@ class PertNASPlan:
             f"expand-m{m}-e{e}-k{k}" not in results
             for m in range(self.population)
             for e in range(self.num_edges)
+            if len(self.options[e]) > 1
             for k in self.options[e]
         )
 
