@@ -353,8 +353,9 @@ def test_perturbations_are_one_edit_children_with_consistent_metadata() -> None:
     for p in told:
         phases.add(p.meta["phase"])
         if p.meta["parent"] is None:
-            assert p.meta["phase"] == "seed" and p.meta["generation"] == 0
-            assert p.meta["source"] in {"design", "balanced", "motifs", "random"}
+            assert p.meta["phase"] in ("seed", "model") and p.meta["generation"] == 0
+            assert p.meta["source"] in {"design", "balanced", "motifs", "random", "model"}
+            assert (p.meta["phase"] == "model") == (p.meta["source"] == "model")
             continue
         parent = archs[p.meta["parent"]]
         k, a, b = p.meta["decision_index"], p.meta["old_index"], p.meta["new_index"]
@@ -365,7 +366,7 @@ def test_perturbations_are_one_edit_children_with_consistent_metadata() -> None:
         assert p.meta["parent_arch"] == SPACE.encode(parent)
         parent_meta = next(q.meta for q in told if q.id == p.meta["parent"])
         assert p.meta["generation"] == parent_meta["generation"] + 1
-    assert {"seed", "expand", "coarse", "local"} <= phases
+    assert {"seed", "expand", "coarse", "local", "model"} <= phases
     assert len({p.arch for p in told}) == len(told)  # never proposes an architecture twice
 
 
@@ -421,7 +422,7 @@ def test_parameters_shape_the_search() -> None:
     engine = pertnas(TRADE, 15, population_size=2, perturbations_per_parent=2, local_fraction=0.0)
     told = run(engine, 30, trade)
     assert len(engine.lineages) == 2
-    assert {p.meta["lineage"] for p in told if p.meta["phase"] != "seed"} <= {0, 1}
+    assert {p.meta["lineage"] for p in told if p.meta["phase"] not in ("seed", "model")} <= {0, 1}
     assert "local" not in {p.meta["phase"] for p in told}
     first_round = [p for p in told if p.meta["phase"] == "expand" and p.meta["round"] == 0]
     assert len(first_round) == 2 * 2  # two per lineage

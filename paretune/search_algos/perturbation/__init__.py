@@ -60,6 +60,14 @@ Design
   one-edit neighbour whose optimistic motif-model prediction (``exploration`` residual standard
   deviations better than the mean) improves the archive (plus the predictions for proposals in
   flight) by the largest additive epsilon.
+* **Model proposals** (phase ``model``, :mod:`.global_model`): from ``model_start`` results on,
+  a share ``model_fraction`` of the proposals (fading linearly to none at ``model_horizon``
+  times the number of (decision, option) pairs results, NB201: 150) is the unproposed
+  architecture whose optimistic prediction under an additive one-hot ridge model of every
+  result improves the archive, plus the predicted points of all proposals in flight, by the
+  largest additive epsilon. The model uses the first ~100 results better than one-edit steps
+  alone, and proposals in flight count at their predicted values (a constant liar), so K
+  proposals asked at once spread along the predicted front.
 * **Global narrowing.** An option whose fitted effect is dominated, by more than
   ``prune_margin`` running scales on every objective and with at least ``prune_min_count``
   observations on both sides, by another option of the same decision helps no trade-off under
@@ -72,8 +80,9 @@ Design
 
 Proposal metadata: ``parent`` (proposal id or ``None`` for seeds), ``parent_arch`` (encoded),
 ``decision``, ``old_option``, ``new_option``, ``phase`` (``seed``, ``expand``, ``coarse``,
-``fine`` or ``local``), ``generation`` (parent's + 1; seeds 0), ``lineage`` and ``round`` (or
-``None``), ``source`` for seeds (``design``, ``balanced``, ``motifs``, ``random``), and the edit
+``fine``, ``local`` or ``model``; a model proposal has no parent), ``generation`` (parent's + 1; seeds 0), ``lineage`` and ``round`` (or
+``None``), ``source`` for seeds and model proposals (``design``, ``balanced``, ``motifs``,
+``random``, ``model``), and the edit
 as indices (``decision_index``, ``old_index``, ``new_index``).
 
 State (``state_dict``): parameters, lineages, perturbation observations (the motif table),
@@ -82,7 +91,8 @@ the RNG (the last two through the base class). The archive and all caches are de
 history.
 
 Modules: :mod:`.engine` (the engine), :mod:`.lineage` (the lineage state machine),
-:mod:`.motif` (the motif model), :mod:`.archive_search` (the archive local search).
+:mod:`.motif` (the motif model), :mod:`.archive_search` (the archive local search),
+:mod:`.global_model` (the model proposals).
 
 Parameter defaults: ``population_size=4``, ``coarse_keep=2``, ``fine_keep=1`` are the paper's.
 The others were chosen on the NB201 table with seeds disjoint from the benchmark's (see the

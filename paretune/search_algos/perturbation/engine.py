@@ -23,6 +23,7 @@ from paretune.search_algos.params import (
 )
 from paretune.search_algos.pareto import ConstrainedArchive
 from paretune.search_algos.perturbation.archive_search import ArchiveSearch
+from paretune.search_algos.perturbation.global_model import GlobalModelSearch
 from paretune.search_algos.perturbation.lineage import Lineage, LineageSteps
 from paretune.search_algos.perturbation.motif import (
     MotifModel,
@@ -32,7 +33,7 @@ from paretune.search_algos.perturbation.motif import (
 from paretune.search_algos.random_search import UnseenSampler
 from paretune.spaces.base import Arch, SearchSpace
 
-PHASES = ("seed", "expand", "coarse", "fine", "local")
+PHASES = ("seed", "expand", "coarse", "fine", "local", "model")
 INITIAL_DESIGNS = ("uniform", "random")
 
 
@@ -70,7 +71,7 @@ def design_cells(space: SearchSpace) -> list[Arch]:
     return cells
 
 
-class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
+class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Engine):
     """PertNAS-style perturbation evolution with a multi-objective motif table.
 
     Args:
@@ -96,6 +97,13 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
             balanced random seeds.
         motif_seeds: start later lineage rounds from the architecture that applies the best motif
             of every decision for the round's weights.
+        model_fraction: share of the proposals taken from the additive model of every result
+            (phase ``model``, see :mod:`.global_model`); the rest are split as before.
+        model_start: results before model proposals begin (``None``: one per decision plus 2).
+        model_exploration: optimism of the additive model, in posterior standard deviations.
+        model_horizon: model proposals fade out linearly and end at ``model_horizon`` times the
+            number of (decision, option) pairs results (NB201: 150), unless ``model_until``.
+        model_until: results at which model proposals end (overrides ``model_horizon``).
     """
 
     name = "pertnas"
@@ -118,6 +126,11 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
         prune_margin: float = 0.02,
         initial_design: str = "uniform",
         motif_seeds: bool = True,
+        model_fraction: float = 0.3,
+        model_start: int | None = None,
+        model_exploration: float = 1.0,
+        model_horizon: float = 5.0,
+        model_until: int | None = None,
     ) -> None:
         super().__init__(space, objectives, seed=seed)
         if initial_design not in INITIAL_DESIGNS:
@@ -140,6 +153,11 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
             "prune_margin": non_negative("prune_margin", prune_margin),
             "initial_design": initial_design,
             "motif_seeds": bool(motif_seeds),
+            "model_fraction": fraction("model_fraction", model_fraction),
+            "model_start": optional_int("model_start", model_start, minimum=0),
+            "model_exploration": non_negative("model_exploration", model_exploration),
+            "model_horizon": non_negative("model_horizon", model_horizon),
+            "model_until": optional_int("model_until", model_until, minimum=0),
         }
         if self.params["fine_keep"] > self.params["coarse_keep"]:
             raise ValueError(f"fine_keep ({fine_keep}) must not exceed coarse_keep ({coarse_keep})")
@@ -156,6 +174,18 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
         return self.space.num_decisions if p is None else p
 
     @property
+    def model_start(self) -> int:
+        s = self.params.get("model_start")
+        return self.space.num_decisions + 2 if s is None else s
+
+    @property
+    def model_until(self) -> int:
+        u = self.params.get("model_until")
+        if u is None:
+            u = self.params["model_horizon"] * sum(len(d.options) for d in self.space.decisions)
+        return max(int(u), self.model_start + 1)
+
+    @property
     def coarse_steps(self) -> int:
         c = self.params["coarse_steps"]
         return self.space.num_decisions if c is None else c
@@ -170,6 +200,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
         # child proposal id -> parent proposal id, for perturbations whose effect is not known yet.
         self._links: dict[int, int] = {}
         self._local_credit = 0.0
+        self._model_credit = 0.0
         self._turn = 0
         self._weight_order: list[int] = []
         self._design_order: list[int] | None = None
@@ -197,6 +228,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
         self._radix = np.array(radix, dtype=dtype)
         self._seen_codes: list[int] = []
         self._seen_cache: np.ndarray | None = None
+        self._enum_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -205,6 +237,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
             "observations": [list(o) for o in self.observations],
             "links": [[c, p] for c, p in self._links.items()],
             "local_credit": self._local_credit,
+            "model_credit": self._model_credit,
             "turn": self._turn,
             "weight_order": list(self._weight_order),
             "design_order": None if self._design_order is None else list(self._design_order),
@@ -213,11 +246,20 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         self.params = dict(state["params"])
+        for key, old in (
+            ("model_fraction", 0.0),
+            ("model_start", None),
+            ("model_exploration", 1.0),
+            ("model_horizon", 5.0),
+            ("model_until", None),
+        ):
+            self.params.setdefault(key, old)  # a state saved before model proposals
         self._reset()
         self.lineages = [Lineage.from_dict(d) for d in state["lineages"]]
         self.observations = [list(o) for o in state["observations"]]
         self._links = {int(c): int(p) for c, p in state["links"]}
         self._local_credit = float(state["local_credit"])
+        self._model_credit = float(state.get("model_credit", 0.0))
         self._turn = int(state["turn"])
         self._weight_order = [int(i) for i in state["weight_order"]]
         order = state["design_order"]
@@ -316,6 +358,15 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, Engine):
             proposal = self._new_lineage()
             if proposal is not None:
                 return proposal
+        n, start, until = len(self._id_of_row), self.model_start, self.model_until
+        if start <= n < until:
+            # The additive model pays off early; local search beats it later (its share fades).
+            self._model_credit += self.params["model_fraction"] * (until - n) / (until - start)
+            if self._model_credit >= 1.0:
+                self._model_credit -= 1.0
+                proposal = self._model_proposal()
+                if proposal is not None:
+                    return proposal
         self._local_credit += self.params["local_fraction"]
         if self._local_credit >= 1.0:
             self._local_credit -= 1.0
