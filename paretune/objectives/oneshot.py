@@ -156,6 +156,8 @@ class SupernetEvaluator:
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         space: Mapping[str, Any] | None = None,
+        split: Mapping[str, Any] | None = None,
+        leaves: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         owner = "SupernetEvaluator"
         for field, value, low in (
@@ -212,6 +214,9 @@ class SupernetEvaluator:
             build=build,
         )
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        # NAS-LID (paretune.platform.nas_lid): sub-supernets {"checkpoint", "edge_options"};
+        # an architecture is scored with the one holding it. ``split``: its settings (phase's).
+        self.leaves = [dict(leaf) for leaf in leaves or []]
         self.space = self.measure.space
         self.device = self.measure.device
         self.threads = threads
@@ -237,14 +242,20 @@ class SupernetEvaluator:
     def data(self) -> Dataset:
         return self.measure.data()
 
-    def supernet(self) -> tuple[CellSupernet, dict[str, Any]]:
-        """The trained supernet (cached per process) and its checkpoint's sidecar."""
+    def supernet(self, arch: Arch | None = None) -> tuple[CellSupernet, dict[str, Any]]:
+        """The trained supernet (cached per process) and its checkpoint's sidecar (with
+        NAS-LID's ``leaves``: the sub-supernet holding ``arch``)."""
         if self.checkpoint is None:
             raise ValueError(
                 "evaluator.checkpoint is not set: the supernet_training phase of `paretune run` "
                 "sets it, or name the folder of a trained supernet"
             )
-        return cached_supernet(self.checkpoint, self.device)
+        root = cached_supernet(self.checkpoint, self.device)
+        if not self.leaves or arch is None:
+            return root
+        from paretune.objectives.lid import leaf_checkpoint
+
+        return cached_supernet(leaf_checkpoint(self.leaves, root[0].path_of(arch)), self.device)
 
     def _batches(self, split: Any, count: int, size: int, offset: int = 0) -> list[torch.Tensor]:
         """``count`` seeded batches of ``size`` indices into ``split`` (the same every call)."""
@@ -261,7 +272,7 @@ class SupernetEvaluator:
     def network(self, arch: Arch) -> nn.Module:
         """The compact network of ``arch`` with the supernet's weights, fine-tuned (if set)
         and batch-norm recalibrated, in eval mode."""
-        net, _ = self.supernet()
+        net, _ = self.supernet(arch)
         model = net.extract(arch)
         data = self.data()
         train = data.train
@@ -301,7 +312,7 @@ class SupernetEvaluator:
 
     def _evaluate(self, arch: Arch) -> Evaluation:
         started = time.perf_counter()
-        net, meta = self.supernet()
+        net, meta = self.supernet(arch)
         data = self.data()
         try:
             model = self.network(arch)

@@ -307,6 +307,7 @@ class SupernetEvaluatorConfig(_Strict):
     energy_min_window_s: float = Field(0.5, ge=0)
     energy_idle_s: float = Field(0.5, gt=0)
     energy_coefficients: dict[str, float] | None = None
+    split: dict[str, Any] | None = None  # NAS-LID's split (paretune.platform.nas_lid checks it)
 
     _data_present = field_validator("data_path")(TrainEvaluatorConfig._data_present.__func__)
 
@@ -318,7 +319,7 @@ class SupernetEvaluatorConfig(_Strict):
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         out = handler(self)
-        for key in ("build", "checkpoint"):
+        for key in ("build", "checkpoint", "split"):
             if out.get(key) is None:
                 out.pop(key, None)
         return out

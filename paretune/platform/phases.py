@@ -30,6 +30,7 @@ PHASES: dict[str, str] = {
     "supernet_training": "paretune.platform.supernet_phase:make_phase",
     "tnd_supernet": "paretune.platform.tnd_supernet:make_phase",
     "pertnas_supernet": "paretune.platform.pertnas_supernet:make_phase",
+    "nas_lid": "paretune.platform.nas_lid:make_phase",
 }
 
 
@@ -57,7 +58,7 @@ def phase_name(config: ExperimentConfig) -> str | None:
     if config.search.mode == "supernet":
         return f"{config.search.algorithm}_supernet"
     if getattr(config.evaluator, "kind", None) == "supernet":
-        return "supernet_training"
+        return "nas_lid" if getattr(config.evaluator, "split", None) else "supernet_training"
     return None
 
 
