@@ -90,6 +90,11 @@ def run(bench: NB201Benchmark, space, engine: str, seed: int, budget: int) -> li
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--values", default="/work/notes/pruning_zc_values.json")
+    ap.add_argument("--source", choices=("ours", "naslib"), default="ours")
+    ap.add_argument(
+        "--naslib",
+        default="/work/shared/benchmarks/nb201/sources/automl_NASLib/zc_nasbench201.json",
+    )
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--random", type=int, default=3, help="random-pruning seeds")
@@ -99,13 +104,30 @@ def main() -> None:
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     table = load_table(resolve_table_path(None))
-    values = json.loads(Path(args.values).read_text())
+    if args.source == "naslib":  # NASLib's own values of the same 725 cells
+        from benchmarks.zero_cost import NASLIB_NAME, naslib_string
+
+        raw = json.loads(Path(args.naslib).read_text())["cifar10"]
+        values = [
+            {
+                "arch": naslib_string(k),
+                "ours": {p: v[n]["score"] for p, n in NASLIB_NAME.items() if n in v},
+            }
+            for k, v in raw.items()
+        ]
+    else:
+        values = json.loads(Path(args.values).read_text())
     spaces, counts = pruned_spaces(values, table, args.ratio, args.random)
     lines = [
         f"Zero-shot pruning on the NB201 table, ratio {args.ratio} (floor(ratio*5) options "
         "removed per edge); option fitness = mean normalised rank of the sampled cells using "
-        "the option; samples = NASLib's 725 NB201 cells scored by paretune's torch proxies "
-        f"(benchmarks/zero_cost.py): {counts}",
+        "the option; samples = NASLib's 725 NB201 cells, scored by "
+        + (
+            "NASLib's own proxy values (zc_nasbench201.json)"
+            if args.source == "naslib"
+            else "paretune's torch proxies (benchmarks/zero_cost.py)"
+        )
+        + f"; cells scored per proxy: {counts}",
         "",
     ]
     start = time.perf_counter()
