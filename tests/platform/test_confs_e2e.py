@@ -25,6 +25,10 @@ RUN_ELSEWHERE = {
     "oneshot_digits": "tests/platform/test_supernet_e2e.py::test_oneshot_config_runs_end_to_end",
     "prune_nb201": "tests/platform/test_pruning_stage.py::test_prune_config_runs_end_to_end",
     "tnd_supernet_digits": "tests/platform/test_tnd_supernet.py::test_config_runs_end_to_end",
+    "nas_lid_digits": "tests/platform/test_nas_lid.py::test_paretune_run_nas_lid_digits",
+    "pertnas_supernet_digits": (
+        "tests/platform/test_pertnas_supernet.py::test_runs_end_to_end_and_resumes_a_failed_job"
+    ),
 }
 TRAIN = ["search.num_samples=2", "evaluator.epochs=1"]
 # Per config: the overrides that make it small, and the trials it then runs.
@@ -34,7 +38,6 @@ SMALL_RUNS: dict[str, tuple[list[str], int]] = {
     "mobilenet_digits": (TRAIN, 2),
     "pertnas_digits": ([*TRAIN, "evaluator.finetune_epochs=1"], 2),
     "tnd_digits": ([*TRAIN, "search.params.batch_size=2"], 2),
-    "nb201_tabular": (["search.num_samples=10"], 10),
     "pertnas_nb201": (["search.num_samples=10"], 10),
     "tnd_nb201": (["search.num_samples=10"], 10),
     "macro_tabular": (["search.num_samples=10"], 10),
@@ -79,11 +82,30 @@ def mlflow_rows(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
+def sweep_files() -> list[Path]:
+    """The ``paretune sweep`` files of conf/ (a ``base:`` config and members), not run configs."""
+    import yaml
+
+    return [p for p in sorted(CONF.glob("*.yaml")) if "base" in (yaml.safe_load(p.read_text()))]
+
+
 def test_every_shipped_config_is_run_by_a_test():
-    shipped = {p.stem for p in CONF.glob("*.yaml")}
+    shipped = {p.stem for p in CONF.glob("*.yaml")} - {p.stem for p in sweep_files()}
     covered = set(SMALL_RUNS) | set(RUN_ELSEWHERE)
     assert shipped - covered == set(), "configs no test runs: add them to SMALL_RUNS"
     assert covered - shipped == set(), "configs tested here that conf/ no longer ships"
+
+
+@pytest.mark.slow
+def test_every_shipped_sweep_reads_and_its_members_validate(nb201_path, tmp_path):
+    """Sweep files are run by ``paretune sweep`` (test_sweep.py runs one of its own); the shipped
+    ones are read and every member built (config, data, searcher) as a sweep does first."""
+    from paretune.platform.sweep import read_spec, validate
+
+    for path in sweep_files():
+        spec = read_spec(path)
+        assert spec.members, path.name
+        assert validate(spec, tmp_path / path.stem) == [], path.name
 
 
 @pytest.mark.slow
