@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     cluster.wait_for_nodes()
     work = Path(tempfile.mkdtemp(prefix="paretune-sweep-bench-"))
     try:
-        rows = [run_mode(m, args, cluster.address, work) for m in ("sequential", "sweep")]
+        rows = []
+        for mode in ("sequential", "sweep"):
+            rows.append(run_mode(mode, args, cluster.address, work))
+            print(f"{mode}: {rows[-1]}", flush=True)
     finally:
         cluster.shutdown()
     seq, swp = rows

@@ -165,6 +165,10 @@ def read_spec(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
     ray_cfg = data.get("ray") or {}
     if not isinstance(ray_cfg, dict) or set(ray_cfg) - set(RAY_KEYS):
         raise ConfigError(f"{path}: ray = {ray_cfg!r}: allowed keys {', '.join(RAY_KEYS)}")
+    ray_cfg = dict(ray_cfg)
+    for key in RAY_KEYS:  # `ray.address=...` on the command line or in overrides: the sweep's
+        if ray_cfg.get(key) is None and common.get(f"ray.{key}") is not None:
+            ray_cfg[key] = common[f"ray.{key}"]
     return Spec(name, base, common, members, mcs, dict(ray_cfg))
 
 

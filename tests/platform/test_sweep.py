@@ -167,6 +167,8 @@ def test_spec_expands_the_grid_times_the_list(tmp_path):
     assert spec.overrides == {"search.num_samples": 7, "search.max_concurrent": 3}
     groups = {m.group for m in spec.members}  # the seed is left out of the group
     assert len(groups) == 4 and "search.algorithm=nsga2, objectives.1.limit=5.0" in groups
+    # a cluster address given as an override is the sweep's cluster (members are handed it)
+    assert read_spec(path, ["ray.address=10.0.0.1:6379"]).ray == {"address": "10.0.0.1:6379"}
 
 
 @pytest.mark.parametrize(
