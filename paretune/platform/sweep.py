@@ -197,9 +197,21 @@ def member_config_data(spec: Spec, member: Member, member_dir: Path) -> dict[str
 
 def validate(spec: Spec, sweep_dir: Path) -> list[str]:
     """Build and check every member (config, data, searcher); one line per bad member."""
-    from paretune.platform.prepare import make_searcher, prepare
 
     problems = []
+    optuna_log = logging.getLogger("optuna")
+    level = optuna_log.level
+    optuna_log.setLevel(logging.WARNING)  # not a "new study" line per member
+    try:
+        _validate(spec, sweep_dir, problems)
+    finally:
+        optuna_log.setLevel(level)
+    return problems
+
+
+def _validate(spec: Spec, sweep_dir: Path, problems: list[str]) -> None:
+    from paretune.platform.prepare import make_searcher, prepare
+
     for m in spec.members:
         try:
             data = member_config_data(spec, m, sweep_dir / MEMBERS_DIR / m.name)
@@ -210,7 +222,6 @@ def validate(spec: Spec, sweep_dir: Path) -> list[str]:
             problems.append(
                 text if text.startswith(f"member {m.name}") else f"member {m.name}: {text}"
             )
-    return problems
 
 
 # --------------------------------------------------------------------------- state

@@ -353,3 +353,32 @@ def test_sigkill_mid_sweep_then_resume_records_every_trial_once(nb201_path, tmp_
     r = paretune("resume", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     check_recorded_once(out, samples)
+
+
+@pytest.mark.slow
+def test_a_failing_member_does_not_stop_the_others(nb201_path, tmp_path):
+    """A member no node can run (found only once the cluster is up) fails; the other finishes."""
+    spec = write_sweep(
+        tmp_path,
+        {
+            "overrides": {
+                "search.num_samples": 3,
+                "search.max_concurrent": 1,
+                "storage.path": str(tmp_path / "runs"),
+                "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+            },
+            "members": [{"name": "greedy", "resources.cpu": 64}, {"name": "fine"}],
+            "max_concurrent_searches": 2,
+            "ray": {"num_cpus": 2},
+        },
+    )
+    out = tmp_path / "sweep"
+    r = paretune("sweep", str(spec), "--out", str(out), "-q", cwd=tmp_path)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("paretune: sweep failed: 1 of 2 members failed: greedy (exit 2: ")
+    assert "resources" in last
+    state = read_sweep_state(out)
+    assert state["members"]["fine"]["status"] == "finished"
+    assert state["members"]["greedy"]["status"] == "failed"
+    assert "fine" in r.stdout  # the report of what finished is printed
