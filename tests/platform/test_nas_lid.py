@@ -33,6 +33,22 @@ def test_split_settings_are_checked_with_one_line() -> None:
             check_split(bad)
 
 
+def test_the_shipped_config_runs_the_nas_lid_phase() -> None:
+    from paretune.platform import phases
+    from paretune.platform.config_loading import load_config
+    from paretune.platform.nas_lid import NasLidPhase
+
+    config = load_config(ROOT / "conf" / "nas_lid_digits.yaml")
+    assert phases.phase_name(config) == "nas_lid"
+    phase = phases.phase_for(config)
+    assert isinstance(phase, NasLidPhase) and phase.split["parts"] == 2
+    plain = load_config(ROOT / "conf" / "oneshot_digits.yaml")
+    assert phases.phase_name(plain) == "supernet_training"
+    bad = load_config(ROOT / "conf" / "nas_lid_digits.yaml", ["evaluator.split.parts=3"])
+    with pytest.raises(ConfigError, match="split.parts = 3"):
+        phases.phase_for(bad)
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # untrained (its initial weights): the split's mechanics do not need a trained supernet
