@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,6 @@ def test_paretune_run_nas_lid_digits(tmp_path: Path) -> None:
     assert sorted(sum(groups, [])) == [0, 1, 2, 3, 4] and all(groups)
     for leaf in record["leaves"]:
         assert (Path(leaf["checkpoint"]) / "supernet.json").is_file()
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        keys = {k for (k,) in con.execute("select distinct key from metrics")}
+    assert {"nas_lid_split_score", "nas_lid_leaf0_train_accuracy"} <= keys, sorted(keys)[:20]
