@@ -126,3 +126,22 @@ def test_paretune_run_nas_lid_digits(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "mlflow.db") as con:
         keys = {k for (k,) in con.execute("select distinct key from metrics")}
     assert {"nas_lid_split_score", "nas_lid_leaf0_train_accuracy"} <= keys, sorted(keys)[:20]
+
+    # A crash after the fine-tuning, before the hand-over: resume re-reads the split record and
+    # the level's Tune run, trains nothing again and hands over the same leaves.
+    phase_dir = handovers[0].parent
+    split_file = phase_dir / "split-0-0.json"
+    split_mtime = split_file.stat().st_mtime_ns
+    handovers[0].unlink()
+    (experiment,) = (tmp_path / "runs").iterdir()
+    again = subprocess.run(
+        [sys.executable, "-m", "paretune", "resume", str(experiment)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert split_file.stat().st_mtime_ns == split_mtime
+    assert json.loads(handovers[0].read_text())["leaves"] == record["leaves"]
