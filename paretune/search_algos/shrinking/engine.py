@@ -378,7 +378,10 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         arch = record.proposal.arch
         self._seen.add(arch)
         self._add_point(record)
-        self.stage_results += 1
+        # Only results of the stage's own proposals count towards its length: with K in flight
+        # a stage does not end on the K results proposed before it began.
+        if record.proposal.meta.get("stage", self.stage) == self.stage:
+            self.stage_results += 1
         if record.proposal.meta.get("phase", "policy") == "policy" and self.space.contains(arch):
             self.buffer.append(
                 {"id": record.proposal.id, "arch": list(arch), "values": record.values}
