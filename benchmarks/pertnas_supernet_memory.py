@@ -52,8 +52,11 @@ def _measure(kind: str, a: dict, q: mp.Queue) -> None:
     if kind == "valuation":
         import numpy as np
 
-        rng = np.random.default_rng(a["seed"])  # a member's compact cell, drawn as the plan does
-        cell = [[int(rng.choice(ops))] for _ in range(14)] if a["seed"] >= 0 else [[4]] * 14
+        if a["seed"] >= 0:  # a member's compact cell, drawn as the plan does
+            rng = np.random.default_rng(a["seed"])
+            cell = [[int(rng.choice(ops))] for _ in range(14)]
+        else:
+            cell = [[4]] * 14
         cell[a["edge"]] = ops
         options = cell + cell
     else:
@@ -111,11 +114,12 @@ def main() -> None:
         q = ctx.Queue()
         proc = ctx.Process(target=_measure, args=(kind, a, q))
         proc.start()
-        rows[kind] = q.get()
+        rows[kind] = q.get(timeout=1800)
         proc.join()
     v, d = rows["valuation"], rows["darts"]
     print(
-        f"DARTS space, 7 operations, C={a['channels']}, {a['layers']} cells, batch "
+        f"DARTS space, 7 operations, C={a['channels']}, cells {a['layers']} (PertNAS) / "
+        f"{a['darts_layers']} (DARTS), compact cell seed {a['seed']}, batch "
         f"{a['batch']}, {a['input']}x{a['input']} input, {a['steps']} steps, {a['device']}"
     )
     print("| measure | PertNAS valuation trial | DARTS weighted supernet | ratio |")
