@@ -56,12 +56,12 @@ from paretune.platform.results import (
 )
 from paretune.platform.searcher import EVENTS_FILE, ParetoSearcher, check_saved_state
 from paretune.platform.sync import keep_interrupted_runs, sync_lost_trial_runs
-from paretune.platform.tracking import make_tracker
 from paretune.platform.tuning import (
     EvaluatorWrapper,
     fit,
     fit_segments,
     known_trial_ids,
+    make_tracker,
     restorable_segment,
     restore_tuner,
 )

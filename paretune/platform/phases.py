@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paretune.platform.config import ExperimentConfig
 from paretune.platform.experiment import write_state
-from paretune.platform.prepare import Prepared
+
+if TYPE_CHECKING:  # prepare.make_searcher asks a phase for its placeholder searcher
+    from paretune.platform.prepare import Prepared
 
 # phase name -> "module:factory"; the factory takes the config and returns the phase.
 PHASES: dict[str, str] = {

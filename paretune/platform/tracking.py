@@ -530,20 +530,3 @@ def error_text(trial: Any) -> str:
         except OSError:
             pass
     return "trial failed"
-
-
-def make_tracker(prepared: Any, state: dict[str, Any], experiment_dir: Any) -> MlflowTracker:
-    """The MLflow callback of a new search; :func:`run` waits for its writes itself."""
-    from paretune.platform.trainable import arch_from_config  # trainable imports this module
-
-    cfg, space = prepared.config, prepared.space
-    return MlflowTracker(
-        tracking_uri=cfg.mlflow.tracking_uri,
-        experiment_id=state["mlflow_experiment_id"],
-        parent_run_id=state["parent_run_id"],
-        searcher=cfg.search.algorithm,
-        arch_params=lambda c: space.to_params(arch_from_config(space, c)),
-        objectives=prepared.objectives,
-        wait_at_end=False,
-        experiment_dir=experiment_dir,
-    )

@@ -35,7 +35,8 @@ from paretune.platform.memory import (
     without_tensorboard,
 )
 from paretune.platform.prepare import Prepared
-from paretune.platform.trainable import run_trial
+from paretune.platform.tracking import MlflowTracker
+from paretune.platform.trainable import arch_from_config, run_trial
 
 # What ``run(..., evaluator_wrapper=...)`` takes: it gets a trial's evaluator and returns the
 # one that evaluates (tests inject faults with it). It is pickled to the workers.
@@ -244,3 +245,18 @@ def known_trial_ids(experiment_dir: Path) -> set[str]:
     for segment in segment_dirs(experiment_dir):
         ids.update(t.trial_id for t in segment_trials(segment))
     return ids
+
+
+def make_tracker(prepared: Prepared, state: dict[str, Any], experiment_dir: Path) -> MlflowTracker:
+    """The MLflow callback of a new search; :func:`run` waits for its writes itself."""
+    cfg, space = prepared.config, prepared.space
+    return MlflowTracker(
+        tracking_uri=cfg.mlflow.tracking_uri,
+        experiment_id=state["mlflow_experiment_id"],
+        parent_run_id=state["parent_run_id"],
+        searcher=cfg.search.algorithm,
+        arch_params=lambda c: space.to_params(arch_from_config(space, c)),
+        objectives=prepared.objectives,
+        wait_at_end=False,
+        experiment_dir=experiment_dir,
+    )
