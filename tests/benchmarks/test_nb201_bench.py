@@ -153,6 +153,7 @@ class _Spy:
 
     def __init__(self, engine) -> None:
         self.engine, self.asked, self.told, self.most_pending = engine, [], [], 0
+        self.space = engine.space  # what the benchmark's deduplication looks at
 
     def ask(self):
         proposal = self.engine.ask()
