@@ -29,6 +29,9 @@ RUN_ELSEWHERE = {
     "pertnas_supernet_digits": (
         "tests/platform/test_pertnas_supernet.py::test_runs_end_to_end_and_resumes_a_failed_job"
     ),
+    "pertnas_supernet_darts_digits": (
+        "tests/platform/test_pertnas_supernet.py::test_darts_config_runs_to_its_topology_stage"
+    ),
 }
 TRAIN = ["search.num_samples=2", "evaluator.epochs=1"]
 # Per config: the overrides that make it small, and the trials it then runs.
