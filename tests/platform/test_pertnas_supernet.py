@@ -177,6 +177,6 @@ def test_darts_config_runs_to_its_topology_stage(tmp_path):
     (exp,) = (tmp_path / "runs").iterdir()
     root = exp / "phases" / "pertnas_supernet"
     names = {p.stem for p in (root / "results").glob("*.json")}
-    assert any("topology" in n or "topo" in n for n in names), sorted(names)
+    assert sum("-top" in n for n in names) >= 9, sorted(names)  # nodes 3, 4, 5: 3+4+5 edges valued
     (arch,) = json.loads((root / "handover.json").read_text())["archs"]
     assert len(arch) == 22  # a whole DARTS genotype: 2 inputs and 2 operations per node
