@@ -29,14 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 from ray import tune
 
@@ -44,6 +42,14 @@ from paretune.objectives.data import load_dataset
 from paretune.objectives.lid import edge_similarity
 from paretune.objectives.supernet_train import SupernetTrainer, load_supernet, read_checkpoint
 from paretune.platform.config import ConfigError, ExperimentConfig
+from paretune.platform.phase_trials import (
+    fit_trials,
+    parent_run_id,
+    restore_from_tune,
+    train_reporting,
+    trial_settings,
+    write_record,
+)
 from paretune.platform.prepare import Prepared
 from paretune.platform.supernet_phase import PHASES_DIR, SupernetTrainingPhase
 from paretune.search_algos.lid_split import METHODS, children, choose_split, splittable_edges
@@ -153,29 +159,10 @@ def finetune_trial(
     """Ray Tune trainable: fine-tune the child ``jobs[config["child"]]`` (its ``edge_options``,
     from ``parent``'s weights), one report and checkpoint per epoch; resumes from Ray's."""
     job = jobs[int(config["child"])]
-    settings = dict(trainer_settings)
-    if settings.get("device") == "gpu-if-given":
-        settings["device"] = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    trainer = SupernetTrainer(**settings, edge_options=job["edge_options"])
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load(folder)
-    else:
+    trainer = SupernetTrainer(**trial_settings(trainer_settings), edge_options=job["edge_options"])
+    if not restore_from_tune(trainer):
         inherit(trainer, job["parent"])
-
-    def report(metrics: dict[str, Any], t: SupernetTrainer) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            t.save(tmp)
-            tune.report(
-                {**metrics, "child": int(config["child"]), "supernet_done": t.done},
-                checkpoint=tune.Checkpoint.from_directory(tmp),
-            )
-
-    if trainer.done:
-        report(dict(trainer.history[-1]) if trainer.history else {}, trainer)
-        return
-    trainer.train(on_epoch=report)
+    train_reporting(trainer, lambda t: {"child": int(config["child"]), "supernet_done": t.done})
 
 
 class NasLidPhase:
@@ -192,12 +179,6 @@ class NasLidPhase:
                 "single paths (allowed: uniform)"
             )
         self.root = SupernetTrainingPhase(config)
-
-    def _write(self, path: Path, record: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)
 
     def run(
         self,
@@ -239,7 +220,7 @@ class NasLidPhase:
                         seed=self.config.seed + 1000 * level + i,
                         device=device,
                     )
-                    self._write(path, record)
+                    write_record(path, record)
                 records.append(record)
                 jobs.extend(
                     {"parent": leaf["checkpoint"], "edge_options": c} for c in record["children"]
@@ -260,7 +241,7 @@ class NasLidPhase:
             "finished_at": time.time(),
         }
         self._log_mlflow(state, records, handover)
-        self._write(handover_path, handover)
+        write_record(handover_path, handover)
         return self._handover(prepared, handover), searcher
 
     def _fit(
@@ -272,30 +253,17 @@ class NasLidPhase:
         verbose: int,
     ) -> dict[int, str]:
         """Fine-tune ``jobs`` as the trials of one Tune run; child index -> checkpoint folder."""
-        trainable = tune.with_resources(
-            tune.with_parameters(finetune_trial, trainer_settings=settings, jobs=jobs),
-            self.root.resources(),
+        grid = fit_trials(
+            finetune_trial,
+            storage=phase_dir,
+            name=name,
+            resources=self.root.resources(),
+            max_failures=self.config.failure.max_failures,
+            verbose=verbose,
+            parameters={"trainer_settings": settings, "jobs": jobs},
+            param_space={"child": tune.grid_search(list(range(len(jobs))))},
         )
         path = phase_dir / name
-        if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"child": tune.grid_search(list(range(len(jobs))))},
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=str(phase_dir),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    failure_config=tune.FailureConfig(
-                        max_failures=self.config.failure.max_failures
-                    ),
-                    verbose=verbose,
-                ),
-            )
-        grid = tuner.fit()
         out: dict[int, str] = {}
         for result in grid:
             metrics = result.metrics or {}
@@ -322,13 +290,13 @@ class NasLidPhase:
     def _log_mlflow(
         self, state: dict[str, Any], records: list[dict[str, Any]], handover: dict[str, Any]
     ) -> None:
-        if not self.config.mlflow.enabled or not state.get("parent_run_id"):
+        run_id = parent_run_id(self.config, state)
+        if run_id is None:
             return
         from mlflow.tracking import MlflowClient
 
         try:
             client = MlflowClient(self.config.mlflow.tracking_uri)
-            run_id = state["parent_run_id"]
             client.log_dict(run_id, {"splits": records}, "nas_lid/splits.json")
             client.log_dict(run_id, handover, "nas_lid/handover.json")
             for i, r in enumerate(records):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,16 @@ from paretune.objectives import make_evaluator
 from paretune.objectives.oneshot import TRAINING_SETTINGS
 from paretune.objectives.supernet_train import CHECKPOINT_JSON, SupernetTrainer, space_spec_of
 from paretune.platform.config import ConfigError, ExperimentConfig
+from paretune.platform.phase_trials import (
+    fit_trials,
+    log_batches,
+    parent_run_id,
+    restore_from_tune,
+    start_phase_run,
+    train_reporting,
+    trial_settings,
+    write_record,
+)
 from paretune.platform.prepare import Prepared
 
 PHASE_NAME = "supernet_training"
@@ -48,15 +57,9 @@ def train_supernet_trial(
     checkpoint folder ``resume_from`` (a training that ended before its last epoch)."""
     import torch
 
-    settings = dict(trainer_settings)
-    if settings.get("device") == "gpu-if-given":
-        settings["device"] = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    trainer = SupernetTrainer(**settings)
+    trainer = SupernetTrainer(**trial_settings(trainer_settings))
     resumed_from = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load(folder)
+    if restore_from_tune(trainer):
         resumed_from = trainer.epoch
     elif resume_from is not None:
         trainer.load(resume_from)
@@ -70,20 +73,14 @@ def train_supernet_trial(
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
 
-    def report(metrics: dict[str, Any], t: SupernetTrainer) -> None:
-        extra: dict[str, Any] = {"supernet_done": t.done, "steps": t.steps}
+    def extra(t: SupernetTrainer) -> dict[str, Any]:
+        out: dict[str, Any] = {**where, "supernet_done": t.done, "steps": t.steps}
         if t.device.type == "cuda":
-            extra["cuda_max_memory_mb"] = torch.cuda.max_memory_allocated(t.device) / 2**20
-        with tempfile.TemporaryDirectory() as tmp:
-            t.save(tmp)
-            tune.report(
-                {**metrics, **where, **extra}, checkpoint=tune.Checkpoint.from_directory(tmp)
-            )
+            out["cuda_max_memory_mb"] = torch.cuda.max_memory_allocated(t.device) / 2**20
+        return out
 
-    if trainer.done:  # restored after its last epoch: report it again, train nothing
-        report(dict(trainer.history[-1]) if trainer.history else {"epoch": trainer.epoch}, trainer)
-        return
-    trainer.train(on_epoch=report)
+    # restored after its last epoch: report it again, train nothing
+    train_reporting(trainer, extra, idle={"epoch": trainer.epoch})
 
 
 class SupernetTrainingPhase:
@@ -190,10 +187,7 @@ class SupernetTrainingPhase:
             "finished_at": time.time(),
         }
         record["mlflow_run_id"] = self._log_mlflow(state, checkpoint, result)
-        phase_dir.mkdir(parents=True, exist_ok=True)
-        tmp = phase_dir / f".{HANDOVER_FILE}.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(handover_path)
+        write_record(handover_path, record, indent=2)
         return self.handover(prepared, checkpoint), searcher
 
     def _fit(
@@ -204,53 +198,30 @@ class SupernetTrainingPhase:
         name: str,
         resume_from: str | None = None,
     ) -> Any:
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                train_supernet_trial,
-                trainer_settings=self.trainer_settings(prepared),
-                resume_from=resume_from,
-            ),
-            self.resources(),
+        grid = fit_trials(
+            train_supernet_trial,
+            storage=storage,
+            name=name,
+            resources=self.resources(),
+            max_failures=self.config.failure.max_failures,
+            verbose=verbose,
+            parameters={
+                "trainer_settings": self.trainer_settings(prepared),
+                "resume_from": resume_from,
+            },
+            tune_config=tune.TuneConfig(num_samples=1),
         )
-        path = storage / name
-        if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(num_samples=1),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=str(storage),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    failure_config=tune.FailureConfig(
-                        max_failures=self.config.failure.max_failures
-                    ),
-                    verbose=verbose,
-                ),
-            )
-        return tuner.fit()[0]
+        return grid[0]
 
     def _log_mlflow(self, state: dict[str, Any], checkpoint: str, result: Any) -> str | None:
         """A child run of the parent with the training's metrics; its id (None without MLflow)."""
-        if not self.config.mlflow.enabled or not state.get("parent_run_id"):
+        if parent_run_id(self.config, state) is None:
             return None
         from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.config.mlflow.tracking_uri)
-        run = client.create_run(
-            state["mlflow_experiment_id"],
-            run_name=self.name,
-            tags={
-                "mlflow.parentRunId": state["parent_run_id"],
-                "paretune.role": "phase",
-                "phase": self.name,
-            },
-        )
-        run_id = run.info.run_id
+        run_id = start_phase_run(client, state, self.name, self.name)
         try:
             sidecar = json.loads((Path(checkpoint) / CHECKPOINT_JSON).read_text())
             now = int(time.time() * 1000)
@@ -264,10 +235,7 @@ class SupernetTrainingPhase:
                 Param(k, json.dumps(v)[:6000]) for k, v in sidecar.get("settings", {}).items()
             ]
             params.append(Param("checkpoint", checkpoint))
-            for i in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[i : i + 1000])
-            for i in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[i : i + 100])
+            log_batches(client, run_id, metrics=metrics, params=params)
             client.log_dict(run_id, sidecar, f"supernet/{CHECKPOINT_JSON}")
             client.set_terminated(run_id, status="FINISHED")
         except Exception:  # noqa: BLE001 - MLflow is a view; the handover matters
