@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +14,7 @@ from paretune.objectives.oneshot import SupernetEvaluator
 from paretune.objectives.supernet_train import SupernetTrainer, read_checkpoint
 from paretune.platform.config import ConfigError
 from paretune.platform.nas_lid import check_split, inherit, split_supernet
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.platform.cli import ROOT, run_paretune, tail
 
 
 def test_split_settings_are_checked_with_one_line() -> None:
@@ -96,11 +92,7 @@ def test_split_then_children_inherit_and_leaves_score(root: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_paretune_run_nas_lid_digits(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_ADDRESS": "local"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "paretune",
+    out = run_paretune(
         "run",
         str(ROOT / "conf" / "nas_lid_digits.yaml"),
         f"storage.path={tmp_path / 'runs'}",
@@ -110,9 +102,8 @@ def test_paretune_run_nas_lid_digits(tmp_path: Path) -> None:
         "search.num_samples=6",
         "evaluator.channels=4",
         f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-    ]
-    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    )
+    assert out.returncode == 0, tail(out)
     assert "6 trials, 0 failed" in out.stdout
     handovers = list(tmp_path.rglob("phases/nas_lid/handover.json"))
     assert len(handovers) == 1
@@ -134,14 +125,7 @@ def test_paretune_run_nas_lid_digits(tmp_path: Path) -> None:
     split_mtime = split_file.stat().st_mtime_ns
     handovers[0].unlink()
     (experiment,) = (tmp_path / "runs").iterdir()
-    again = subprocess.run(
-        [sys.executable, "-m", "paretune", "resume", str(experiment)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    again = run_paretune("resume", str(experiment))
+    assert again.returncode == 0, tail(again)
     assert split_file.stat().st_mtime_ns == split_mtime
     assert json.loads(handovers[0].read_text())["leaves"] == record["leaves"]
