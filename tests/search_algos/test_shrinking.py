@@ -296,6 +296,28 @@ def test_local_search_parent_order(order):
     assert scores[3] < 0 <= min(scores[:3])
 
 
+def test_local_search_spreads_pending_children_over_front_members():
+    """With local children of the best parent in flight, the next local proposal perturbs
+    another front member; with nothing in flight the best parent is taken again."""
+    eng = ProgressiveShrinking(toy_space(2, 8), ACC_PARAMS, seed=0, schedule=[1])
+    # A lone high-accuracy extreme (the largest contribution), two close low-cost points.
+    pts = {(0, 0): (50.0, 1.0), (1, 0): (51.0, 1.1), (7, 7): (90.0, 5.0), (3, 3): (49.0, 3.0)}
+    for arch, (a, m) in pts.items():
+        p = eng.ask()
+        eng.tell(Proposal(p.id, arch, p.meta), {"accuracy": a, "params": m})
+    assert eng.converged
+    best_id = next(r.proposal.id for r in eng.history if r.proposal.arch == (7, 7))
+    first = eng.ask()
+    assert first.meta["phase"] == "local" and first.meta["parent"] == best_id
+    second = eng.ask()  # ``first`` is in flight: another front member
+    assert second.meta["phase"] == "local" and second.meta["parent"] != best_id
+    parents = {r.proposal.id: r.proposal.arch for r in eng.history}
+    assert parents[second.meta["parent"]] in {(0, 0), (1, 0)}
+    eng.tell(first, {"accuracy": 40.0, "params": 9.0})
+    eng.tell(second, {"accuracy": 40.0, "params": 9.0})
+    assert eng.ask().meta["parent"] == best_id  # nothing in flight: the plain order
+
+
 # ---------------------------------------------------------------------- async, state, seeds
 def test_many_in_flight_out_of_order():
     eng = ProgressiveShrinking(NB201Space(), ACC_PARAMS, seed=4, stage_lengths=[40, 30, 20])

@@ -29,6 +29,8 @@ REWARDS = ("product", "pareto")
 FINALS = ("local", "stop")
 LOCAL_ORDERS = ("hv", "margin")
 ENUMERATE_LIMIT = 50_000
+# Local-search parents: a front member's score is divided by (1 + its local children in flight)**3.
+PENDING_DISCOUNT = 3.0
 
 
 class ProgressiveShrinking(ParetoRewards, Engine):
@@ -349,7 +351,7 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         """
         n = len(self._points)
         if n:
-            scores = self._local_scores()
+            scores = self._spread_pending(self._local_scores())
             order = np.lexsort((self.rng.random(n), -scores, self._viol > 0))
             for i in order:
                 parent = self._points[int(i)]
@@ -366,6 +368,25 @@ class ProgressiveShrinking(ParetoRewards, Engine):
             if rest:
                 return self._emit(rest[int(self.rng.integers(len(rest)))], probs, "local")
         return None
+
+    def _spread_pending(self, scores: np.ndarray) -> np.ndarray:
+        """Local-search scores with a positive score (a front member's) divided by
+        ``(1 + c)**3`` for its ``c`` local children in flight: with K in flight the pending
+        proposals go to the next front members, not K neighbours of one parent told back
+        together. With one in flight nothing is pending at an ask: the plain order."""
+        pending: dict[int, int] = {}
+        for p in self.pending.values():
+            parent = p.meta.get("parent")
+            if p.meta.get("phase") == "local" and parent is not None:
+                pending[int(parent)] = pending.get(int(parent), 0) + 1
+        if not pending:
+            return scores
+        out = np.array(scores, dtype=float)
+        for row, (_, pid) in enumerate(self._points):
+            c = pending.get(pid, 0)
+            if c and out[row] > 0:
+                out[row] /= (1.0 + c) ** PENDING_DISCOUNT
+        return out
 
     # ------------------------------------------------------------------ tell
     def _on_result(self, record: Record) -> None:
