@@ -92,7 +92,8 @@ history.
 
 Modules: :mod:`.engine` (the engine), :mod:`.lineage` (the lineage state machine),
 :mod:`.motif` (the motif model), :mod:`.archive_search` (the archive local search),
-:mod:`.global_model` (the model proposals).
+:mod:`.global_model` (the model proposals), :mod:`.scoring` (the motif model's acquisition
+and global narrowing).
 
 Parameter defaults: ``population_size=4``, ``coarse_keep=2``, ``fine_keep=1`` are the paper's.
 The others were chosen on the NB201 table with seeds disjoint from the benchmark's (see the
