@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ ACCURACY = "accuracy"
 # in the comments where the default differs).
 DEFAULTS: dict[str, Any] = {
     "population": 4,  # P compact networks (npop)
+    "n_iter": 1,  # iterations (fresh populations) of the expansion; the matrix is their running mean
     "epochs": 5,  # training epochs of every network (expanded, partial, retrained)
     "lr": 0.2176,  # base learning rate: expansions and fine/topology retrains use lr / 2.5,
     "lr_min": 1e-3,  # the partial supernet lr / 3; cosine to lr_min
@@ -78,7 +81,7 @@ def check_params(
     if unknown:
         raise _bad(unknown[0], params[unknown[0]], f"unknown (allowed: {', '.join(DEFAULTS)})")
     out = {**DEFAULTS, **params}
-    for key in ("population", "epochs", "batch_size", "coarse_keep"):
+    for key in ("population", "n_iter", "epochs", "batch_size", "coarse_keep"):
         v = out[key]
         low = 2 if key == "batch_size" else 1
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -399,6 +402,65 @@ def value_job(
     }
 
 
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run_job(
+    ev: Any,
+    job: Mapping[str, Any],
+    p: Mapping[str, Any],
+    objectives: Sequence[str],
+    seed: int,
+    root: str | Path,
+) -> dict[str, Any]:
+    """Run one plan job under ``root`` and return its result: a train job's checkpoint goes to
+    ``root/ckpt/<key>/`` (written aside, then moved), a value job reads
+    ``root/ckpt/<checkpoint>/``; the result (with the job) is written atomically to
+    ``root/results/<key>.json``. A job whose result file exists is not run again."""
+    root = Path(root)
+    out = root / "results" / f"{job['key']}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    if job["kind"] == "train":
+        final = root / "ckpt" / job["key"]
+        tmp = root / "ckpt" / f".{job['key']}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        result = train_job(ev, job, p, objectives, seed, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.replace(final)
+        result["checkpoint"] = str(final)
+    else:
+        result = value_job(ev, job, p, objectives, seed, root / "ckpt" / job["checkpoint"])
+    result["job"] = dict(job)
+    _write_json(out, result)
+    return result
+
+
+def run_plan(
+    plan: Any,
+    ev: Any,
+    p: Mapping[str, Any],
+    objectives: Sequence[str],
+    seed: int,
+    root: str | Path,
+    results: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run a :class:`~paretune.search_algos.perturbation_supernet.PertNASPlan` to its end in
+    this process, one job after another (no Ray: benchmarks and tests); returns the results
+    by key (``results``: those already known, updated in place)."""
+    results = {} if results is None else results
+    while True:
+        jobs = plan.frontier(results)
+        if not jobs:
+            return results
+        for job in jobs:
+            results[job["key"]] = run_job(ev, job, p, objectives, seed, root)
+
+
 def arch_of_options(space: Any, options: Sequence[Sequence[int]]) -> tuple[int, ...]:
     """The space's architecture of a final search network (one option per used edge)."""
     if any(o and len(o) != 1 for o in options):
@@ -471,6 +533,8 @@ __all__ = [
     "edge_weights",
     "heatmap_png",
     "load_checkpoint",
+    "run_job",
+    "run_plan",
     "supernet_options",
     "train_job",
     "value_job",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ def job_trainable(cfg: dict[str, Any]) -> None:
     """One job (train or value) as a Ray Tune function trainable."""
     import torch
 
-    from paretune.objectives.pertnas_valuation import train_job, value_job
+    from paretune.objectives.pertnas_valuation import run_job
     from paretune.objectives.train import TrainEvaluator
 
     c = cfg["pertnas"]
@@ -77,19 +76,7 @@ def job_trainable(cfg: dict[str, Any]) -> None:
         ev = TrainEvaluator(**c["evaluator"])
         torch.set_num_threads(max(1, int(c["threads"])))
         names = [n for n, _ in c["objectives"]]
-        if job["kind"] == "train":
-            final = root / "ckpt" / job["key"]
-            tmp = root / "ckpt" / f".{job['key']}.tmp{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            result = train_job(ev, job, c["params"], names, c["seed"], tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.replace(final)
-            result["checkpoint"] = str(final)
-        else:
-            folder = root / "ckpt" / job["checkpoint"]
-            result = value_job(ev, job, c["params"], names, c["seed"], folder)
-        result["job"] = dict(job)
-        _write_json(out, result)
+        result = run_job(ev, job, c["params"], names, c["seed"], root)
     metrics: dict[str, Any] = {"done": 1, "kind": job["kind"], "stage": job["stage"]}
     for k, v in result.get("delta", {}).items():
         metrics[f"delta_{k}"] = v
@@ -219,6 +206,7 @@ class PertNASSupernetPhase:
             self.objectives,
             p["lineages"],
             population=p["population"],
+            n_iter=p["n_iter"],
             epochs=p["epochs"],
             f_expand=p["f_expand"],
             f_fine=p["f_fine"],
@@ -300,6 +288,7 @@ class PertNASSupernetPhase:
             "meta": meta,
             "finals": finals,
             "lineages": plan.lineages,
+            "n_iter": plan.n_iter,
             "jobs": len(results),
             "train_samples": sum(int(r.get("train_samples", 0)) for r in results.values()),
         }
@@ -366,11 +355,15 @@ class PertNASSupernetPhase:
         self, plan: PertNASPlan, results: dict[str, Any]
     ) -> dict[str, dict[str, Any]]:
         """Per stage, the valuation matrices (objective -> edges x ops): ``expand`` (mean
-        over the population), ``lineage<i>_fine`` and ``lineage<i>_topology`` (each lineage's
+        over the population, running mean over the iterations), with ``n_iter > 1`` also
+        ``expand_iter<it>`` (each iteration's own), ``lineage<i>_fine`` and ``lineage<i>_topology`` (each lineage's
         own valuations; topology's column is the edge's single operation)."""
         import numpy as np
 
         out: dict[str, dict[str, Any]] = {"expand": plan.matrix(results)}
+        if plan.n_iter > 1:
+            for it in range(plan.n_iter):
+                out[f"expand_iter{it}"] = plan.iteration_matrix(results, it)
         shape = (plan.num_edges, plan.num_ops)
         for r in results.values():
             job = r.get("job", {})
@@ -401,6 +394,14 @@ class PertNASSupernetPhase:
         logged_path = root / "mlflow_logged.json"
         logged = set(json.loads(logged_path.read_text())) if logged_path.is_file() else set()
         edges, ops = self.edge_names(), self.op_names()
+        # the effective settings of the search (defaults included) on the parent run
+        client.log_batch(
+            run_id,
+            params=[
+                Param(f"{NAME}.n_iter", str(plan.n_iter)),
+                Param(f"{NAME}.population", str(plan.population)),
+            ],
+        )
         try:
             for key in sorted(set(results) - logged):
                 r = results[key]
@@ -416,7 +417,7 @@ class PertNASSupernetPhase:
                     },
                 )
                 params = {"job": key, "stage": job.get("stage"), "kind": job.get("kind")}
-                for k in ("member", "lineage", "node"):
+                for k in ("iteration", "member", "lineage", "node"):
                     if k in job:
                         params[k] = job[k]
                 metrics: dict[str, float] = {}

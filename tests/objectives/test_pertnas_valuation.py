@@ -14,6 +14,7 @@ from paretune.objectives.pertnas_valuation import (
     check_params,
     edge_weights,
     load_checkpoint,
+    run_plan,
     train_job,
     value_job,
 )
@@ -47,6 +48,9 @@ def test_check_params_names_the_bad_value():
         check_params({}, [("accuracy", "max"), ("zz", "min")], "nb201", 2)
     with pytest.raises(ValueError, match=r"lineages\[0\].params = -1"):
         check_params({"lineages": [{"params": -1}]}, OBJ, "nb201", 2)
+    with pytest.raises(ValueError, match=r"search.params.n_iter = 0: must be an integer >= 1"):
+        check_params({"n_iter": 0}, OBJ, "nb201", 2)
+    assert check_params({}, OBJ, "nb201", 2)["n_iter"] == 1
     p = check_params({}, OBJ, "darts", 3)
     assert p["topology"] is True and len(p["lineages"]) == 3 and p["f_expand"] == 70
 
@@ -106,3 +110,56 @@ def test_arch_of_final_options():
     assert ("sep_conv_3x3", 0) in g.normal and ("dil_conv_5x5", 3) in g.normal
     with pytest.raises(ValueError, match="exactly 2"):
         arch_of_options(darts, [[4]] * 14)
+
+
+@pytest.mark.slow
+
+def test_run_plan_with_two_iterations_and_a_rerun_that_skips_finished_jobs(tmp_path):
+    """The plan run in-process (no Ray): two expansion iterations on a space where 2 edges
+    have 2 options; a second run over the same folder reads every result back, runs nothing."""
+    from paretune.search_algos.perturbation_supernet import PertNASPlan
+
+    ev = _ev()
+    obj = OBJ[:2]
+    p = check_params(
+        {
+            "population": 1,
+            "n_iter": 2,
+            "epochs": 1,
+            "batch_size": 512,
+            "f_expand": 1,
+            "f_fine": 1,
+            "lineages": 1,
+            "eval_batches": 1,
+        },
+        obj,
+        "nb201",
+        1,
+    )
+    options = [[1, 3], [3], [3], [1], [3], [1, 3]]
+
+    def plan():
+        return PertNASPlan(
+            options,
+            5,
+            obj,
+            p["lineages"],
+            population=1,
+            n_iter=2,
+            epochs=1,
+            f_expand=1,
+            f_fine=1,
+            seed=0,
+        )
+
+    results = run_plan(plan(), ev, p, ["accuracy", "params"], 0, tmp_path)
+    # 2 iterations x 2 edges x (train + 2 valuations); coarse + 2 edges x (2 values + retrain)
+    assert len(results) == 12 + 7
+    assert {"expand-m0-e0-k1", "expand-i1-m0-e5-k3"} <= set(results)
+    assert results["expand-i1-m0-e0"]["job"]["iteration"] == 1
+    stamps = {q.name: q.stat().st_mtime_ns for q in (tmp_path / "results").glob("*.json")}
+    again = run_plan(plan(), ev, p, ["accuracy", "params"], 0, tmp_path)
+    assert again == results
+    assert {q.name: q.stat().st_mtime_ns for q in (tmp_path / "results").glob("*.json")} == stamps
+    (final,) = plan().finals(again)
+    assert [len(o) for o in final] == [1] * 6

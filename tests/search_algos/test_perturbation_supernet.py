@@ -107,3 +107,68 @@ def test_darts_plan_topology_two_inputs_per_node_and_resume():
 def test_matrix_csv():
     text = matrix_csv({"accuracy": np.array([[np.nan, -1.0]])}, ["0->1"], ["none", "skip"])
     assert text.splitlines() == ["objective,edge,none,skip", "accuracy,0->1,,-1"]
+
+
+def _expand_result(acc):
+    return {"delta": {"accuracy": acc, "params": -1.0}}
+
+
+def test_n_iter_one_is_todays_plan_and_more_iterations_add_fresh_populations():
+    opts = [[1, 2, 3, 4]] * 6
+    lin = lineage_weights(OBJ, 2, "accuracy")
+    one = PertNASPlan(opts, 5, OBJ, lin, population=2, seed=3)
+    two = PertNASPlan(opts, 5, OBJ, lin, population=2, n_iter=2, seed=3)
+    assert one.n_iter == 1 and len(one.iterations) == 1
+    assert two.iterations[0] == one.members  # iteration 0 is the single iteration's population
+    first = [j["key"] for j in two.frontier({})]
+    assert first[:12] == [j["key"] for j in one.frontier({})]  # same keys for iteration 0
+    assert first[12:] == [f"expand-i1-m{m}-e{e}" for m in range(2) for e in range(6)]
+    assert all(j["iteration"] == 1 for j in two.frontier({})[12:])
+    results, log = run(two)
+    assert len([j for j in log if j["stage"] == "expand"]) == 2 * 2 * 6 * 5
+    assert two.finals(results) == run_finals(one)
+    assert two.total_jobs_upper_bound() - one.total_jobs_upper_bound() == 2 * 6 * 5
+    with pytest.raises(ValueError, match="n_iter = 0: must be an integer >= 1"):
+        PertNASPlan(opts, 5, OBJ, lin, n_iter=0)
+
+
+def run_finals(plan):
+    results, _ = run(plan)
+    return plan.finals(results)
+
+
+def test_matrix_is_the_running_mean_over_iterations():
+    plan = PertNASPlan([[1, 2]], 3, OBJ, [{"accuracy": 1.0}], population=2, n_iter=3)
+    # iteration 0: members -1, -3 (mean -2); iteration 1: -5, -5; iteration 2: k=1 missing
+    values = {0: (-1.0, -3.0), 1: (-5.0, -5.0), 2: (-8.0, -8.0)}
+    results = {}
+    for it, accs in values.items():
+        for m, acc in enumerate(accs):
+            results[plan.expand_key(it, m, 0)] = {"accuracy": 50.0}
+            for k in (1, 2):
+                if it == 2 and k == 1:
+                    continue
+                results[f"{plan.expand_key(it, m, 0)}-k{k}"] = _expand_result(acc * k)
+    m = plan.matrix(results)["accuracy"]
+    assert m[0, 1] == pytest.approx((-2.0 - 5.0) / 2)  # iterations 0 and 1 only
+    assert m[0, 2] == pytest.approx((-4.0 - 10.0 - 16.0) / 3)
+    assert np.isnan(m[0, 0])
+    assert plan.iteration_matrix(results, 1)["accuracy"][0, 2] == -10.0
+    # the expansion is open while an iteration's valuation is missing: no lineage job yet
+    assert plan.frontier_expansion_open(results)
+    assert [j["key"] for j in plan.frontier(results)] == [
+        "expand-i2-m0-e0-k1",
+        "expand-i2-m1-e0-k1",
+    ]
+
+
+def test_n_iter_resume_skips_finished_jobs_of_every_iteration():
+    opts = [[1, 2, 3, 4]] * 6
+    plan = PertNASPlan(opts, 5, OBJ, [{"accuracy": 1.0}], population=1, n_iter=2)
+    results, log = run(plan)
+    keys = [j["key"] for j in log]
+    assert len(keys) == len(set(keys))  # no job planned twice
+    for cut in (5, 40, 70):
+        partial = {k: results[k] for k in keys[:cut]}
+        nxt = {j["key"] for j in plan.frontier(partial)}
+        assert nxt and not nxt & set(partial)  # finished jobs are never planned again

@@ -18,7 +18,12 @@ Stages (each member and each lineage advances on its own; there is no generation
 1. ``expand``: each of ``population`` members is a compact network (one option per edge, drawn
    uniformly); for every edge ``e``, the member with ``e`` expanded trains from scratch (the
    authors rebuild without inheriting weights) and every option of ``e`` is valued (``F_expand``).
-2. The valuation matrix (mean over the members) and, per lineage (trade-off weights over the
+   With ``n_iter > 1`` the expansion runs ``n_iter`` times, each *iteration* on a fresh
+   population (the authors' ``n_iter`` loop); the iterations' jobs are independent and all
+   start at once (no barrier), keyed ``expand-i<it>-m<m>-e<e>`` (iteration 0 keeps the keys
+   ``expand-m<m>-e<e>`` of a single iteration).
+2. The valuation matrix (per iteration the mean over its members; over the iterations their
+   running mean, as the authors' ``V_avg``) and, per lineage (trade-off weights over the
    objectives, :func:`~.selection.lineage_weights`), ``coarse``: keep the 2 most important
    options per edge and train that partial supernet (``lr / 3``).
 3. ``fine``: in the authors' edge order, value the 2 options of the edge (``F_fine``), keep the
@@ -59,6 +64,7 @@ class PertNASPlan:
         objectives: ``(name, direction)`` pairs; every valuation reports a delta per name.
         lineages: trade-off weights per lineage (``{objective: weight}``).
         population, epochs, f_expand, f_fine, f_topology, coarse_keep: the paper's knobs.
+        n_iter: expansion iterations (fresh populations) whose matrices are averaged.
         topology: run the topology stage (DARTS cells).
         seed: draws the members' compact networks and the lineages' node orders.
     """
@@ -71,6 +77,7 @@ class PertNASPlan:
         lineages: Sequence[Mapping[str, float]],
         *,
         population: int = 4,
+        n_iter: int = 1,
         epochs: int = 5,
         f_expand: int = 70,
         f_fine: int = 130,
@@ -88,6 +95,9 @@ class PertNASPlan:
         self.directions = dict(self.objectives)
         self.lineages = [dict(w) for w in lineages]
         self.population = int(population)
+        self.n_iter = int(n_iter)
+        if self.n_iter < 1:
+            raise ValueError(f"n_iter = {n_iter!r}: must be an integer >= 1")
         self.epochs = int(epochs)
         self.f = {"expand": int(f_expand), "fine": int(f_fine), "topology": int(f_topology)}
         self.coarse_keep = int(coarse_keep)
@@ -95,7 +105,13 @@ class PertNASPlan:
         if self.topology and self.num_edges != 14:
             raise ValueError("the topology stage needs DARTS's 14 edges")
         rng = np.random.default_rng(seed)
-        self.members = [[int(rng.choice(o)) for o in self.options] for _ in range(self.population)]
+        # per iteration, its members' compact networks (iteration 0 drawn first: the members
+        # of a single iteration do not depend on n_iter)
+        self.iterations = [
+            [[int(rng.choice(o)) for o in self.options] for _ in range(self.population)]
+            for _ in range(self.n_iter)
+        ]
+        self.members = self.iterations[0]
         self.node_orders = [
             [int(n) for n in np.random.default_rng(seed + 1 + i).permutation([3, 4, 5])]
             for i in range(len(self.lineages))
@@ -138,28 +154,42 @@ class PertNASPlan:
             **kw,
         }
 
-    def expand_options(self, m: int, e: int) -> list[list[int]]:
-        """Member ``m``'s compact network with edge ``e`` expanded."""
-        out = [[k] for k in self.members[m]]
+    def expand_options(self, m: int, e: int, it: int = 0) -> list[list[int]]:
+        """Member ``m``'s (of iteration ``it``) compact network with edge ``e`` expanded."""
+        out = [[k] for k in self.iterations[it][m]]
         out[e] = list(self.options[e])
         return out
+
+    @staticmethod
+    def expand_key(it: int, m: int, e: int) -> str:
+        """The key of the expansion of edge ``e`` of member ``m`` in iteration ``it``."""
+        return f"expand-m{m}-e{e}" if it == 0 else f"expand-i{it}-m{m}-e{e}"
+
+    def _expansions(self) -> list[tuple[int, int, int]]:
+        """(iteration, member, edge) of every expansion (edges with one option have none)."""
+        return [
+            (it, m, e)
+            for it in range(self.n_iter)
+            for m in range(self.population)
+            for e in range(self.num_edges)
+            if len(self.options[e]) > 1
+        ]
 
     def frontier(self, results: Results) -> list[Job]:
         """Every job that can start now and has no result yet (in a fixed order)."""
         jobs: list[Job] = []
-        for m in range(self.population):
-            for e in range(self.num_edges):
-                if len(self.options[e]) < 2:
-                    continue  # nothing to choose on this edge
-                tk = f"expand-m{m}-e{e}"
-                opts = self.expand_options(m, e)
-                if tk not in results:
-                    jobs.append(self._train(tk, "expand", opts, 1 / 2.5, member=m, edge=e))
-                    continue
-                for k in self.options[e]:
-                    vk = f"{tk}-k{k}"
-                    if vk not in results:
-                        jobs.append(self._value(vk, "expand", tk, opts, e, k, member=m))
+        for it, m, e in self._expansions():
+            tk = self.expand_key(it, m, e)
+            opts = self.expand_options(m, e, it)
+            if tk not in results:
+                jobs.append(
+                    self._train(tk, "expand", opts, 1 / 2.5, member=m, edge=e, iteration=it)
+                )
+                continue
+            for k in self.options[e]:
+                vk = f"{tk}-k{k}"
+                if vk not in results:
+                    jobs.append(self._value(vk, "expand", tk, opts, e, k, member=m, iteration=it))
         if jobs:
             return jobs
         matrix = self.matrix(results)
@@ -168,15 +198,15 @@ class PertNASPlan:
             jobs += self._lineage(i, matrix, scale, results)[0]
         return jobs
 
-    def matrix(self, results: Results) -> dict[str, np.ndarray]:
-        """The expansion stage's valuation matrices (objective -> edges x ops), the mean over
-        the members that valued each (edge, option); NaN where none did."""
+    def iteration_matrix(self, results: Results, it: int) -> dict[str, np.ndarray]:
+        """Iteration ``it``'s valuation matrices (objective -> edges x ops): the mean over its
+        members that valued each (edge, option); NaN where none did."""
         total = {n: np.zeros((self.num_edges, self.num_ops)) for n, _ in self.objectives}
         count = np.zeros((self.num_edges, self.num_ops))
         for m in range(self.population):
             for e in range(self.num_edges):
                 for k in self.options[e]:
-                    r = results.get(f"expand-m{m}-e{e}-k{k}")
+                    r = results.get(f"{self.expand_key(it, m, e)}-k{k}")
                     if r is None:
                         continue
                     count[e, k] += 1
@@ -186,6 +216,23 @@ class PertNASPlan:
             return {
                 n: np.where(count > 0, t / np.maximum(count, 1), np.nan) for n, t in total.items()
             }
+
+    def matrix(self, results: Results) -> dict[str, np.ndarray]:
+        """The expansion stage's valuation matrices (objective -> edges x ops): the running
+        mean over the iterations (``V_avg += (V_it - V_avg) / t``, ``t`` counting the
+        iterations that valued the entry) of each iteration's mean over its members."""
+        shape = (self.num_edges, self.num_ops)
+        avg = {n: np.full(shape, np.nan) for n, _ in self.objectives}
+        seen = np.zeros(shape)
+        for it in range(self.n_iter):
+            v = self.iteration_matrix(results, it)
+            have = np.isfinite(v[self.objectives[0][0]])
+            seen += have
+            for n in avg:
+                prev = np.where(np.isfinite(avg[n]), avg[n], 0.0)
+                step = (np.where(have, v[n], 0.0) - prev) / np.maximum(seen, 1)
+                avg[n] = np.where(have, prev + step, avg[n])
+        return avg
 
     def _score(self, lineage: int, result: Mapping[str, Any], scale: Mapping[str, float]) -> float:
         d = {n: np.asarray(float(result["delta"][n])) for n, _ in self.objectives}
@@ -261,10 +308,8 @@ class PertNASPlan:
 
     def frontier_expansion_open(self, results: Results) -> bool:
         return any(
-            f"expand-m{m}-e{e}-k{k}" not in results
-            for m in range(self.population)
-            for e in range(self.num_edges)
-            if len(self.options[e]) > 1
+            f"{self.expand_key(it, m, e)}-k{k}" not in results
+            for it, m, e in self._expansions()
             for k in self.options[e]
         )
 
@@ -285,7 +330,7 @@ class PertNASPlan:
 
     def total_jobs_upper_bound(self) -> int:
         """Jobs of a whole search (a bound: restricted edges need fewer)."""
-        expand = sum(self.population * (1 + len(o)) for o in self.options)
+        expand = sum(self.n_iter * self.population * (1 + len(o)) for o in self.options)
         per = 1 + self.num_edges * (1 + self.coarse_keep)
         if self.topology:
             per += 14 + 2
