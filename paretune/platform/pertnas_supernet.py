@@ -37,6 +37,7 @@ from ray.tune.search import Searcher
 
 from paretune.objectives.pertnas_valuation import check_params
 from paretune.platform.config import ConfigError, ExperimentConfig
+from paretune.platform.phase_checks import check_phase_config
 from paretune.platform.prepare import Prepared
 from paretune.platform.searcher import ParetoSearcher
 from paretune.search_algos.perturbation_supernet import PertNASPlan, matrix_csv
@@ -45,8 +46,6 @@ from paretune.search_algos.shrinking.final import FinalGenotypes
 NAME = "pertnas_supernet"
 HANDOVER = "handover.json"
 SPACES = ("nb201", "darts")
-# Test hook: a job trial whose key is this raises (once per process environment): retries.
-FAIL_KEY_ENV = "PARETUNE_PERTNAS_FAIL_KEY"
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -70,9 +69,6 @@ def job_trainable(cfg: dict[str, Any]) -> None:
     if out.is_file():  # finished before (a restarted trial): report it again
         result = json.loads(out.read_text())
     else:
-        if os.environ.get(FAIL_KEY_ENV) == job["key"] and not (root / ".failed_once").exists():
-            (root / ".failed_once").write_text(job["key"])
-            raise RuntimeError(f"{FAIL_KEY_ENV}={job['key']}: job failed on purpose")
         ev = TrainEvaluator(**c["evaluator"])
         torch.set_num_threads(max(1, int(c["threads"])))
         names = [n for n, _ in c["objectives"]]
@@ -140,26 +136,16 @@ class PertNASSupernetPhase:
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
-        if config.evaluator.kind != "train":
-            raise ConfigError(
-                f"evaluator.kind = {config.evaluator.kind!r}: pertnas's supernet mode trains "
-                "its networks with, and retrains its final genotypes by, evaluator.kind = 'train'"
-            )
-        if config.space.kind not in SPACES:
-            raise ConfigError(
-                f"space.kind = {config.space.kind!r}: pertnas's supernet mode has search "
-                f"networks for {', '.join(SPACES)} only"
-            )
-        self.objectives = [(o.name, o.direction) for o in config.objectives]
-        try:
-            self.params = check_params(
-                dict(config.search.params),
-                self.objectives,
-                config.space.kind,
-                config.search.num_samples,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.objectives, self.params = check_phase_config(
+            config,
+            mode="pertnas's supernet mode",
+            evaluator_reason="trains its networks with, and retrains its final genotypes by, "
+            "evaluator.kind = 'train'",
+            spaces=SPACES,
+            networks="search networks",
+            check_params=check_params,
+            params_args=lambda: (config.space.kind, config.search.num_samples),
+        )
         if len(self.params["lineages"]) > config.search.num_samples:
             raise ConfigError(
                 f"search.params.lineages: {len(self.params['lineages'])} lineages, more than "

@@ -31,6 +31,7 @@ from ray import tune
 
 from paretune.objectives.tnd_stage import check_params, read_stage_json
 from paretune.platform.config import ConfigError, ExperimentConfig
+from paretune.platform.phase_checks import check_phase_config
 from paretune.platform.prepare import Prepared
 from paretune.platform.results import SearchFailed
 from paretune.platform.searcher import ParetoSearcher
@@ -77,26 +78,16 @@ class TNDSupernetPhase:
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
-        if config.evaluator.kind != "train":
-            raise ConfigError(
-                f"evaluator.kind = {config.evaluator.kind!r}: tnd's supernet mode retrains its "
-                "final genotypes stand-alone and needs evaluator.kind = 'train'"
-            )
-        if config.space.kind not in SPACE_OPS:
-            raise ConfigError(
-                f"space.kind = {config.space.kind!r}: tnd's supernet mode has supernets for "
-                f"{', '.join(SPACE_OPS)} only"
-            )
-        self.objectives = [(o.name, o.direction) for o in config.objectives]
-        try:
-            self.params = check_params(
-                dict(config.search.params),
-                self.objectives,
-                SPACE_OPS[config.space.kind],
-                config.search.num_samples,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.objectives, self.params = check_phase_config(
+            config,
+            mode="tnd's supernet mode",
+            evaluator_reason="retrains its final genotypes stand-alone and needs "
+            "evaluator.kind = 'train'",
+            spaces=SPACE_OPS,
+            networks="supernets",
+            check_params=check_params,
+            params_args=lambda: (SPACE_OPS[config.space.kind], config.search.num_samples),
+        )
         self.num_stages = len(self.params["keep"]) - 1
 
     def placeholder_searcher(self, prepared: Prepared) -> ParetoSearcher:

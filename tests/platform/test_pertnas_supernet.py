@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from paretune.platform.config import ConfigError, config_from_dict
-from paretune.platform.pertnas_supernet import FAIL_KEY_ENV, make_phase
+from paretune.platform.pertnas_supernet import make_phase
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "pertnas_supernet_digits.yaml"
@@ -71,10 +71,15 @@ def test_placeholder_searcher_and_options_of_a_restricted_space():
     assert opts[0] == [3] and opts[1] == [1, 2, 3, 4]
 
 
-def _run(args, cwd, env=None):
-    env = {**os.environ, "RAY_ADDRESS": "local", **(env or {})}
+def _run(args, cwd, fail_key=None):
+    """``paretune ARGS`` in a subprocess; ``fail_key``: that job's trial fails once
+    (``tests/platform/pertnas_faults.py`` wraps the phase's trainable)."""
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    command = ["-m", "paretune"]
+    if fail_key is not None:
+        command = [str(Path(__file__).with_name("pertnas_faults.py")), fail_key]
     return subprocess.run(
-        [sys.executable, "-m", "paretune", *args],
+        [sys.executable, *command, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -107,9 +112,7 @@ def _small_conf(tmp_path):
 @pytest.mark.slow
 def test_runs_end_to_end_and_resumes_a_failed_job(tmp_path):
     conf = _small_conf(tmp_path)
-    failed = _run(
-        ["run", str(conf), "failure.max_failures=0"], tmp_path, {FAIL_KEY_ENV: "L0-coarse"}
-    )
+    failed = _run(["run", str(conf), "failure.max_failures=0"], tmp_path, "L0-coarse")
     assert failed.returncode != 0
     assert "failed 1 times" in failed.stderr, failed.stderr[-3000:]
     (exp,) = (tmp_path / "runs").iterdir()
