@@ -40,6 +40,7 @@ def _config(params=None, **over):
     [
         (lambda: _config({"f_expand": -3}), "search.params.f_expand = -3: must be an integer"),
         (lambda: _config({"popsize": 3}), "search.params.popsize = 3: unknown"),
+        (lambda: _config({"n_iter": 0}), "search.params.n_iter = 0: must be an integer >= 1"),
         (lambda: _config({"lineages": 0}), "search.params.lineages = 0: must be an integer >= 1"),
         (
             lambda: _config(evaluator={"kind": "table"}),
@@ -89,7 +90,8 @@ def _run(args, cwd, fail_key=None):
 
 
 def _small_conf(tmp_path):
-    """The shipped config on a space where 2 edges have 2 options (20 jobs)."""
+    """The shipped config on a space where 2 edges have 2 options, two expansion iterations
+    (26 jobs)."""
     conf = yaml.safe_load(CONF.read_text())
     conf["space"]["restrict"] = {
         "e0_1": ["nor_conv_1x1", "nor_conv_3x3"],
@@ -100,7 +102,7 @@ def _small_conf(tmp_path):
         "e2_3": ["skip_connect", "nor_conv_3x3"],
     }
     conf["search"]["num_samples"] = 2
-    conf["search"]["params"].update(population=1, epochs=1, lineages=2, batch_size=256)
+    conf["search"]["params"].update(population=1, n_iter=2, epochs=1, lineages=2, batch_size=256)
     conf["evaluator"].update(epochs=1, channels=4)
     conf["storage"] = {"path": str(tmp_path / "runs")}
     conf["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path}/m.db"}
@@ -119,16 +121,18 @@ def test_runs_end_to_end_and_resumes_a_failed_job(tmp_path):
     root = exp / "phases" / "pertnas_supernet"
     before = {p.name: p.stat().st_mtime_ns for p in (root / "results").glob("*.json")}
     assert "expand-m0-e0-k2.json" in before and "L0-coarse.json" not in before
+    assert "expand-i1-m0-e5-k3.json" in before  # the second iteration's valuations
     done = _run(["resume", str(exp)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     after = {p.name: p.stat().st_mtime_ns for p in (root / "results").glob("*.json")}
     assert all(after[k] == v for k, v in before.items())  # finished jobs were not redone
-    # 6 expansion jobs, per lineage: coarse + 2 edges x (2 valuations + retrain)
-    assert len(after) == 6 + 2 * 7
+    # 2 iterations x 6 expansion jobs, per lineage: coarse + 2 edges x (2 valuations + retrain)
+    assert len(after) == 2 * 6 + 2 * 7
     v = json.loads((root / "results" / "expand-m0-e5-k3.json").read_text())
     assert v["steps"] == 10 and set(v["delta"]) == {"accuracy", "params"}
     assert v["delta"]["params"] < 0  # removing nor_conv_3x3 removes weights
     hand = json.loads((root / "handover.json").read_text())
+    assert hand["n_iter"] == 2
     assert 1 <= len(hand["archs"]) <= 2
     assert all(a[1:5] == [3, 3, 1, 3] for a in hand["archs"])  # the restricted edges
     with sqlite3.connect(tmp_path / "m.db") as db:
@@ -157,6 +161,8 @@ def test_runs_end_to_end_and_resumes_a_failed_job(tmp_path):
     assert "pertnas_supernet/valuation_expand.csv" in names
     assert "pertnas_supernet/valuation_expand_accuracy.png" in names
     assert "pertnas_supernet/valuation_lineage0_fine.csv" in names
+    assert "pertnas_supernet/valuation_expand_iter1.csv" in names  # each iteration's matrix
+    assert parent.data.params["pertnas_supernet.n_iter"] == "2"
 
 
 @pytest.mark.slow
