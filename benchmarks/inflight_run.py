@@ -137,27 +137,8 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    def csv_list(text: str) -> list[str]:
-        return [t.strip() for t in text.split(",") if t.strip()]
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--engines", type=csv_list, default=["pertnas", "tnd"])
-    p.add_argument("--in-flight", type=lambda t: [int(x) for x in csv_list(t)], default=[1, 8])
-    p.add_argument("--budgets", type=lambda t: [int(x) for x in csv_list(t)], default=[100])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--objectives", default="acc-lat-energy", choices=list(OBJECTIVE_SET_NAMES))
-    p.add_argument("--cpus-per-node", type=int, default=3, help="declared CPUs per node (3 nodes)")
-    p.add_argument("--mlflow", action="store_true", help="record the runs in MLflow (SQLite)")
-    p.add_argument("--out", default=None, help="CSV, one row per run")
-    args = p.parse_args(argv)
-    if 3 * args.cpus_per_node < max(args.in_flight):
-        p.error(f"--cpus-per-node {args.cpus_per_node}: 3 nodes hold fewer than K trials")
-    table = str(resolve_table_path(None))
-    bench_args = {"table": table, "dataset": "cifar10", "objectives": args.objectives}
-    bench = sq._bench(table, args.objectives, "cifar10")
-
+def run_all(args: argparse.Namespace, bench: Any, bench_args: dict[str, str]) -> list[dict]:
+    """Every (budget, engine, K, seed) run on one 3-node cluster; one record per run."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
@@ -169,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     cluster.wait_for_nodes()
     work = Path(tempfile.mkdtemp(prefix="paretune-inflight-"))
     records = []
-    t_all = time.perf_counter()
     try:
         for budget in args.budgets:
             for engine in args.engines:
@@ -180,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         sc = score_run(bench, res, budget)
                         sim = simulated(bench_args, engine, seed, budget, k)
                         rec = {
+                            "objectives": args.objectives,
                             "engine": engine,
                             "in_flight": k,
                             "budget": budget,
@@ -193,74 +174,140 @@ def main(argv: list[str] | None = None) -> int:
                             "gap_sim": sim["gap"],
                             "wall_run": res["wall"],
                             "wall_sim": sim["wall_seconds"],
+                            "same_as_sim": sc["gap"] == sim["gap"],
                         }
-                        if k == 1 and sc["archs"]:  # same seeded proposals as the simulation?
-                            rec["same_as_sim"] = sc["gap"] == sim["gap"]
                         records.append(rec)
                         print(json.dumps(rec), flush=True)
     finally:
         cluster.shutdown()
+    print(f"work: {work}")
+    return records
 
+
+def read_records(paths: list[str]) -> list[dict]:
+    """Records of earlier runs (``--out`` CSVs), to print one table over several invocations."""
+    import csv
+
+    out = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                for key in ("in_flight", "budget", "seed", "rc", "trials", "errors", "mismatched"):
+                    r[key] = int(r[key])
+                for key in ("gap_run", "gap_sim", "wall_run", "wall_sim"):
+                    r[key] = float(r[key])
+                for key in ("ok", "same_as_sim"):
+                    r[key] = r[key] == "True"
+                out.append(r)
+    return out
+
+
+def format_table(records: list[dict], bench_args: dict[str, str], sim_seeds: int) -> str:
+    """The table: run beside simulation per (engine, K, budget), the K=8-K=1 losses, checks."""
+    objectives = bench_args["objectives"]
     lines = [
-        f"paretune run on a 3-node ray.cluster_utils cluster ({args.cpus_per_node} CPUs per node, "
-        f"{os.cpu_count()} cores), NB201 table cifar10, objective set {args.objectives} "
-        f"(search_quality's objectives, reference point and gap); in flight = "
-        "search.max_concurrent; sim = search_quality --in-flight K for the same seeds; "
-        "gap in points (%), mean +- standard error over seeds",
-        f"{'engine':<9}{'K':>3}{'budget':>7}{'seeds':>6}{'gap run':>16}{'gap sim':>16}"
-        f"{'run-sim':>16}{'wall s/run':>11}{'ok runs':>8}",
+        f"paretune run (python -m paretune run, search.max_concurrent = K) on a 3-node "
+        f"ray.cluster_utils cluster, NB201 table cifar10, objective set {objectives} "
+        "(search_quality's objectives, reference point and gap); sim = search_quality "
+        f"--in-flight K for the same seeds; sim{sim_seeds} = search_quality over seeds "
+        f"0..{sim_seeds - 1}; gap in points (%), mean +- standard error; wall = seconds per run",
+        f"{'engine':<9}{'K':>3}{'budget':>7}{'seeds':>6}{'gap run':>15}{'gap sim':>15}"
+        f"{'run-sim':>15}{f'sim{sim_seeds}':>15}{'run-sim' + str(sim_seeds):>16}"
+        f"{'wall run':>10}{'wall sim':>10}",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["engine"], r["in_flight"], r["budget"]), []).append(r)
-    for (engine, k, budget), rs in groups.items():
+    many: dict[tuple, list[float]] = {}
+    for (engine, k, budget), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])
+    ):
         good = [r for r in rs if r["ok"]]
         if not good:
             lines.append(f"{engine:<9}{k:>3}{budget:>7}  no run finished cleanly")
             continue
+        sims = [100 * simulated(bench_args, engine, s, budget, k)["gap"] for s in range(sim_seeds)]
+        many[engine, k, budget] = sims
         run_m, run_s = mean_se([100 * r["gap_run"] for r in good])
         sim_m, sim_s = mean_se([100 * r["gap_sim"] for r in good])
         d_m, d_s = mean_se([100 * (r["gap_run"] - r["gap_sim"]) for r in good])
-        wall = np.mean([r["wall_run"] for r in good])
+        big_m, big_s = mean_se(sims)
+        # run (n seeds) against the sim over many seeds: difference of means, combined s.e.
+        db_m, db_s = run_m - big_m, float(np.hypot(run_s, big_s))
         lines.append(
             f"{engine:<9}{k:>3}{budget:>7}{len(good):>6}{run_m:>9.2f} +-{run_s:>4.2f}"
-            f"{sim_m:>9.2f} +-{sim_s:>4.2f}{d_m:>+9.2f} +-{d_s:>4.2f}{wall:>11.1f}"
-            f"{len(good):>5}/{len(rs)}"
+            f"{sim_m:>9.2f} +-{sim_s:>4.2f}{d_m:>+9.2f} +-{d_s:>4.2f}"
+            f"{big_m:>9.2f} +-{big_s:>4.2f}{db_m:>+10.2f} +-{db_s:>4.2f}"
+            f"{np.mean([r['wall_run'] for r in good]):>10.1f}"
+            f"{np.mean([r['wall_sim'] for r in good]):>10.2f}"
         )
-    lines.append("")
-    lines.append("Loss from 1 to 8 in flight (K=max minus K=1, paired by seed), run vs sim:")
-    ks = sorted(args.in_flight)
-    for budget in args.budgets:
-        for engine in args.engines:
-            by = {
-                (r["in_flight"], r["seed"]): r
-                for r in records
-                if r["engine"] == engine and r["budget"] == budget and r["ok"]
-            }
-            seeds = [s for (k, s) in by if k == ks[-1] and (ks[0], s) in by]
-            if len(ks) < 2 or not seeds:
-                continue
-            for key in ("gap_run", "gap_sim"):
-                m, s = mean_se([100 * (by[ks[-1], x][key] - by[ks[0], x][key]) for x in seeds])
-                lines.append(
-                    f"  {engine:<8} b={budget:<4} {key[4:]}: {m:+.2f} +- {s:.2f} (n={len(seeds)})"
-                )
-    same = [r["same_as_sim"] for r in records if "same_as_sim" in r]
+    lines += ["", "Loss from K=1 to K=8 (paired by seed where both ran), run | sim:"]
+    for (engine, k, budget), rs in sorted(groups.items()):
+        if k == 1:
+            continue
+        by1 = {r["seed"]: r for r in groups.get((engine, 1, budget), []) if r["ok"]}
+        pairs = [(by1[r["seed"]], r) for r in rs if r["ok"] and r["seed"] in by1]
+        if not pairs:
+            continue
+        run = mean_se([100 * (b["gap_run"] - a["gap_run"]) for a, b in pairs])
+        sim = mean_se([100 * (b["gap_sim"] - a["gap_sim"]) for a, b in pairs])
+        lines.append(
+            f"  {engine:<8} b={budget:<4} K={k}: run {run[0]:+.2f} +- {run[1]:.2f} | sim "
+            f"{sim[0]:+.2f} +- {sim[1]:.2f} (n={len(pairs)})"
+        )
+    k1 = [r for r in records if r["in_flight"] == 1]
     bad = [r for r in records if not r["ok"]]
     lines.append(
-        f"K=1 runs identical to the simulation (same gap): {sum(same)}/{len(same)}; runs with a "
-        f"wrong trial count, an errored trial or values not the table's: {len(bad)}/{len(records)}"
+        f"K=1 runs identical to the simulation (same gap): {sum(r['same_as_sim'] for r in k1)}/"
+        f"{len(k1)}; runs with a wrong trial count, an errored trial or values not the "
+        f"table's: {len(bad)}/{len(records)}"
     )
-    lines.append(f"{len(records)} runs in {time.perf_counter() - t_all:.0f} s wall; work: {work}")
-    print("\n".join(lines))
-    if args.out:
-        import csv
+    return "\n".join(lines)
 
-        with open(args.out, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=sorted({k for r in records for k in r}))
-            writer.writeheader()
-            writer.writerows(records)
-    return 0 if not bad else 1
+
+def main(argv: list[str] | None = None) -> int:
+    def csv_list(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", type=csv_list, default=["pertnas", "tnd"])
+    p.add_argument("--in-flight", type=lambda t: [int(x) for x in csv_list(t)], default=[1, 8])
+    p.add_argument("--budgets", type=lambda t: [int(x) for x in csv_list(t)], default=[100])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--objectives", default="acc-lat-energy", choices=list(OBJECTIVE_SET_NAMES))
+    p.add_argument("--cpus-per-node", type=int, default=3, help="declared CPUs per node (3 nodes)")
+    p.add_argument("--mlflow", action="store_true", help="record the runs in MLflow (SQLite)")
+    p.add_argument("--sim-seeds", type=int, default=40, help="seeds of the sim reference column")
+    p.add_argument("--out", default=None, help="CSV, one row per run")
+    p.add_argument(
+        "--table-from",
+        type=csv_list,
+        default=None,
+        metavar="CSV[,CSV]",
+        help="no runs: print the table of earlier --out CSVs",
+    )
+    args = p.parse_args(argv)
+    if 3 * args.cpus_per_node < max(args.in_flight):
+        p.error(f"--cpus-per-node {args.cpus_per_node}: 3 nodes hold fewer than K trials")
+    table = str(resolve_table_path(None))
+    bench_args = {"table": table, "dataset": "cifar10", "objectives": args.objectives}
+    bench = sq._bench(table, args.objectives, "cifar10")
+    t0 = time.perf_counter()
+    if args.table_from:
+        records = read_records(args.table_from)
+    else:
+        records = run_all(args, bench, bench_args)
+        if args.out:
+            import csv
+
+            with open(args.out, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+                writer.writeheader()
+                writer.writerows(records)
+    print(format_table(records, bench_args, args.sim_seeds))
+    print(f"{len(records)} runs; {time.perf_counter() - t0:.0f} s wall on {os.cpu_count()} cores")
+    return 0 if all(r["ok"] for r in records) else 1
 
 
 if __name__ == "__main__":
