@@ -40,19 +40,26 @@ from paretune.spaces import make_space
 
 
 def standalone_accuracy(
-    ev: TrainEvaluator, arch: tuple[int, ...], epochs: int, which: str = "valid"
+    ev: TrainEvaluator,
+    arch: tuple[int, ...],
+    epochs: int,
+    which: str = "valid",
+    seed: int | None = None,
 ) -> tuple[float, float, float]:
     """Accuracy (%) and cross-entropy on the evaluation split after training ``arch`` as the
-    train evaluator does, and its params."""
+    train evaluator does, and its params. ``seed`` (default: the evaluator's) seeds the
+    initial weights and the batch order; the data split stays the evaluator's."""
+    seed = ev.seed if seed is None else seed
     data = ev.data()
-    model = ev.build(arch, data)
+    torch.manual_seed(seed)
+    model = ev.space.build(arch, **ev.build_kwargs(data))
     n = len(data.train)
     steps = math.ceil(n / ev.batch_size)
     opt = torch.optim.SGD(
         model.parameters(), lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
-    g = torch.Generator().manual_seed(ev.seed)
+    g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
         order = torch.randperm(n, generator=g)
@@ -100,6 +107,47 @@ def stats(truth: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
     )
 
 
+VARIANT_KEYS = {"lr": float, "wd": float, "bnwd": int, "epochs": int, "momentum": float}
+
+
+def parse_variants(text: str, epochs: int) -> list[tuple[str, dict]]:
+    """``name:key=value,...;name2:...`` -> [(name, SupernetTrainer kwargs)]; keys: lr, wd,
+    bnwd (0/1: weight decay on batch-norm weights and biases), epochs, momentum."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, rest = part.partition(":")
+        kw = {"epochs": epochs}
+        for item in filter(None, (i.strip() for i in rest.split(","))):
+            key, _, value = item.partition("=")
+            if key not in VARIANT_KEYS:
+                raise SystemExit(f"--sn-variants: {key!r} unknown (allowed: {list(VARIANT_KEYS)})")
+            kw[key] = VARIANT_KEYS[key](value)
+        trainer_kw = {"epochs": kw["epochs"]}
+        for key, target in (("lr", "lr"), ("wd", "weight_decay"), ("momentum", "momentum")):
+            if key in kw:
+                trainer_kw[target] = kw[key]
+        if "bnwd" in kw:
+            trainer_kw["bn_weight_decay"] = bool(kw["bnwd"])
+        out.append((name.strip(), trainer_kw))
+    return out
+
+
+def split_half(matrix: np.ndarray) -> float:
+    """Kendall tau between the means of the even and the odd seeds (rows): the reliability
+    of a seed-averaged ranking, the ceiling any evaluator can reach against it."""
+    if len(matrix) < 2:
+        return float("nan")
+    return float(kendalltau(matrix[0::2].mean(0), matrix[1::2].mean(0)).statistic)
+
+
+def spread_noise(matrix: np.ndarray) -> tuple[float, float]:
+    """Std across architectures of the seed mean, and the pooled std of one seed around it."""
+    mean = matrix.mean(0)
+    k = len(matrix)
+    noise = float(np.sqrt(((matrix - mean) ** 2).sum(0).mean() / max(k - 1, 1)))
+    return float(mean.std(ddof=1)), noise
+
+
 def run_space(name: str, args: argparse.Namespace, log) -> dict:
     space = make_space(name)
     rng = np.random.default_rng(0)
@@ -112,86 +160,76 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
             archs.append(a)
     seeds = list(range(args.seeds))
     build = {"layers": args.darts_layers} if name == "darts" else None
-    common = dict(channels=args.channels, cells_per_stage=1, dataset=args.dataset)
+    cells = 1 if name == "darts" else args.nb201_cells
+    common = dict(channels=args.channels, cells_per_stage=cells, dataset=args.dataset)
     out: dict = {"space": name, "archs": [space.encode(a) for a in archs]}
+    # one data split (seed 0) for every run: seeds vary weights, batch order and paths only
+    ev = TrainEvaluator(
+        **common, seed=0, build=build, space={"kind": name}, energy_meter="estimate"
+    )
 
-    # stand-alone ground truth
     started = time.perf_counter()
     sa = np.zeros((len(seeds), len(archs)))
     sa_loss = np.zeros((len(seeds), len(archs)))
     params = np.zeros(len(archs))
     for s in seeds:
-        ev = TrainEvaluator(
-            **common, seed=s, build=build, space={"kind": name}, energy_meter="estimate"
-        )
         for j, a in enumerate(archs):
             sa[s, j], sa_loss[s, j], params[j] = standalone_accuracy(
-                ev, a, args.sa_epochs, args.eval_split
+                ev, a, args.sa_epochs, args.eval_split, seed=s
             )
-            if j % 10 == 9:
-                log(f"{name}: stand-alone seed {s}: {j + 1}/{len(archs)}")
+        log(f"{name}: stand-alone seed {s} done")
     out["standalone_s"] = time.perf_counter() - started
-
-    # supernets
-    started = time.perf_counter()
-    oneshot = np.zeros((len(seeds), len(archs)))
-    oneshot_loss = np.zeros((len(seeds), len(archs)))
-    sn_train_acc = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for s in seeds:
-            trainer = SupernetTrainer(
-                space, **common, build=build, seed=s, epochs=args.sn_epochs, batch_size=64
-            )
-            trainer.train()
-            sn_train_acc.append(trainer.history[-1]["train_accuracy"])
-            folder = Path(tmp) / f"{name}-{s}"
-            trainer.save(folder)
-            ev = SupernetEvaluator(
-                checkpoint=str(folder),
-                **common,
-                build=build,
-                seed=s,
-                space=space_spec_of(space),
-                bn_batches=10,
-                energy_meter="estimate",
-            )
-            x, y = eval_split(ev.data(), args.eval_split)
-            for j, a in enumerate(archs):
-                oneshot[s, j], oneshot_loss[s, j] = split_scores(ev.network(a), x, y)
-            log(f"{name}: supernet seed {s} trained and scored")
-    out["supernet_s"] = time.perf_counter() - started
     truth = sa.mean(axis=0)
-    rows = []
-    for s in seeds:
-        rows.append((f"supernet seed {s}", *stats(truth, oneshot[s])))
-    rows.append(("supernet mean of seeds", *stats(truth, oneshot.mean(axis=0))))
-    if len(seeds) >= 2:
-        rows.append(("stand-alone seed 0 vs 1", *stats(sa[0], sa[1])))
-    rows.append(
-        (
-            "mean of seeds, on cross-entropy",
-            *stats(-sa_loss.mean(axis=0), -oneshot_loss.mean(axis=0)),
-        )
-    )
-    if len(seeds) >= 2:
-        rows.append(("stand-alone 0 vs 1, cross-entropy", *stats(-sa_loss[0], -sa_loss[1])))
-    above = truth > args.chance
-    if above.sum() >= 5:
-        rows.append(
-            (
-                f"mean, stand-alone > {args.chance:.0f}% ({int(above.sum())})",
-                *stats(truth[above], oneshot.mean(axis=0)[above]),
-            )
-        )
+    spread, noise = spread_noise(sa)
+    ceiling = split_half(sa)
+    rows = [("stand-alone split-half (ceiling)", *stats(sa[0::2].mean(0), sa[1::2].mean(0)))]
+    rows.append(("stand-alone seed 0 vs 1", *stats(sa[0], sa[1])))
+    variants = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for vname, trainer_kw in parse_variants(args.sn_variants, args.sn_epochs):
+            started = time.perf_counter()
+            oneshot = np.zeros((args.sn_seeds, len(archs)))
+            for s in range(args.sn_seeds):
+                trainer = SupernetTrainer(
+                    space,
+                    **common,
+                    build=build,
+                    seed=s,
+                    split_seed=0,
+                    batch_size=64,
+                    **trainer_kw,
+                )
+                trainer.train()
+                folder = Path(tmp) / f"{name}-{vname}-{s}"
+                trainer.save(folder)
+                sev = SupernetEvaluator(
+                    checkpoint=str(folder),
+                    **common,
+                    build=build,
+                    seed=0,
+                    space=space_spec_of(space),
+                    bn_batches=args.bn_batches,
+                    energy_meter="estimate",
+                )
+                x, y = eval_split(sev.data(), args.eval_split)
+                for j, a in enumerate(archs):
+                    oneshot[s, j] = split_scores(sev.network(a), x, y)[0]
+                log(f"{name}: supernet {vname} seed {s} trained and scored")
+            elapsed = time.perf_counter() - started
+            rows.append((f"{vname}: supernet seed 0", *stats(truth, oneshot[0])))
+            rows.append((f"{vname}: supernet mean of seeds", *stats(truth, oneshot.mean(0))))
+            rows.append((f"{vname}: supernet seed 0 vs 1", *stats(oneshot[0], oneshot[1])))
+            variants[vname] = {"settings": trainer_kw, "oneshot": oneshot.tolist(), "s": elapsed}
     out.update(
         rows=rows,
         truth=truth.tolist(),
         standalone=sa.tolist(),
         standalone_loss=sa_loss.tolist(),
-        oneshot_loss=oneshot_loss.tolist(),
-        oneshot=oneshot.tolist(),
         params=params.tolist(),
-        supernet_train_accuracy=sn_train_acc,
+        variants=variants,
+        spread=spread,
+        noise=noise,
+        ceiling=ceiling,
     )
     if args.csv_dir:
         path = Path(args.csv_dir) / f"supernet_standalone_{name}.csv"
@@ -201,7 +239,7 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
                 ["arch"]
                 + [f"standalone_acc_seed{s}" for s in seeds]
                 + ["standalone_acc_mean"]
-                + [f"oneshot_acc_seed{s}" for s in seeds]
+                + [f"oneshot_{v}_mean" for v in variants]
                 + ["params_m"]
             )
             for j, a in enumerate(archs):
@@ -209,7 +247,7 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
                     [space.encode(a)]
                     + [f"{sa[s, j]:.4f}" for s in seeds]
                     + [f"{truth[j]:.4f}"]
-                    + [f"{oneshot[s, j]:.4f}" for s in seeds]
+                    + [f"{np.mean(np.asarray(v['oneshot'])[:, j]):.4f}" for v in variants.values()]
                     + [f"{params[j]:.6f}"]
                 )
         out["csv"] = str(path)
@@ -220,18 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spaces", default="nb201,darts")
     p.add_argument("--archs", type=int, default=50)
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--sa-epochs", type=int, default=6)
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--sa-epochs", type=int, default=2)
     p.add_argument("--sn-epochs", type=int, default=40)
+    p.add_argument("--sn-seeds", type=int, default=2)
+    p.add_argument(
+        "--sn-variants",
+        default="old:lr=0.05,wd=3e-4,bnwd=1;new:lr=0.025,wd=3e-4,bnwd=0",
+        help="supernet trainings compared side by side: name:lr=..,wd=..,bnwd=0|1,epochs=..;...",
+    )
+    p.add_argument("--bn-batches", type=int, default=10)
     p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--nb201-cells", type=int, default=1)
     p.add_argument("--darts-layers", type=int, default=3)
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--chance", type=float, default=20.0)
     p.add_argument("--eval-split", choices=("valid", "valid+test"), default="valid")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--csv-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    for field in ("seeds", "sn_seeds"):
+        if getattr(args, field) < 2:
+            raise SystemExit(f"--{field.replace('_', '-')}={getattr(args, field)}: at least 2")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
@@ -241,21 +289,26 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_space(name, args, log) for name in args.spaces.split(",")]
     lines = [
         "Supernet ranking: one-shot accuracy (supernet weights, BN recalibrated) vs stand-alone",
-        f"dataset {args.dataset}, {args.archs} uniformly drawn architectures per space, "
-        f"{args.seeds} seeds, C={args.channels}, NB201 N=1 (3 cells + 2 reductions), "
-        f"DARTS {args.darts_layers} cells; stand-alone {args.sa_epochs} epochs per seed "
-        f"(ground truth: mean over seeds), supernet {args.sn_epochs} epochs SPOS uniform; "
-        f"scored on {args.eval_split}",
+        f"dataset {args.dataset} (one split, seed 0), {args.archs} uniformly drawn architectures "
+        f"per space, {args.seeds} stand-alone and {args.sn_seeds} supernet seeds (weights, order, paths), C={args.channels}, NB201 "
+        f"N={args.nb201_cells}, DARTS {args.darts_layers} cells; stand-alone {args.sa_epochs} "
+        f"epochs (train evaluator recipe; ground truth: mean over seeds); supernets SPOS uniform "
+        f"{args.sn_epochs} epochs, variants {args.sn_variants}; scored on {args.eval_split}",
         "",
         f"{'space':6} {'comparison':38} {'Kendall tau':>11} {'Spearman':>9} {'P@top10%':>9}",
     ]
     for r in results:
         for label, tau, rho, prec in r["rows"]:
             lines.append(f"{r['space']:6} {label:38} {tau:11.3f} {rho:9.3f} {prec:9.2f}")
+        times = ", ".join(f"{k} {v['s']:.0f} s" for k, v in r["variants"].items())
         lines.append(
-            f"{r['space']:6} time: stand-alone {r['standalone_s']:.0f} s, supernets "
-            f"{r['supernet_s']:.0f} s (ratio {r['standalone_s'] / max(r['supernet_s'], 1e-9):.1f}x); "
-            f"stand-alone acc range {min(r['truth']):.1f}-{max(r['truth']):.1f}%"
+            f"{r['space']:6} ground truth: acc {min(r['truth']):.1f}-{max(r['truth']):.1f}%, "
+            f"spread (std over archs) {r['spread']:.2f} pts, noise (std of one seed) "
+            f"{r['noise']:.2f} pts, ratio {r['spread'] / max(r['noise'], 1e-9):.2f}; "
+            f"split-half ceiling tau {r['ceiling']:.3f}"
+        )
+        lines.append(
+            f"{r['space']:6} time: stand-alone {r['standalone_s']:.0f} s; supernets {times}"
         )
     lines.append(f"total {time.perf_counter() - started:.0f} s")
     text = "\n".join(lines)

@@ -116,6 +116,10 @@ class SupernetTrainer:
         device: ``cpu``, ``cuda``, ``cuda:K`` or ``auto``.
         threads: ``torch.set_num_threads`` during training (``None``: unchanged).
         seed: seeds the initial weights, the batch order, the paths and the data split.
+        split_seed: seeds the data split instead (``None``: ``seed``), so that supernets of
+            several seeds train on one split.
+        bn_weight_decay: ``False`` exempts batch-norm weights and all biases from weight decay
+            (Yu et al. 2020); ``True`` (default) decays every parameter.
         val_fraction, test_fraction: the data split (as the other evaluators).
     """
 
@@ -143,6 +147,8 @@ class SupernetTrainer:
         seed: int = 0,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
+        split_seed: int | None = None,
+        bn_weight_decay: bool = True,
     ) -> None:
         owner = "SupernetTrainer"
         if dataset not in DATASETS:
@@ -176,6 +182,12 @@ class SupernetTrainer:
         self.device = resolve_device(device)
         self.threads = threads
         self.seed = int(seed)
+        if split_seed is not None and (
+            isinstance(split_seed, bool) or int(split_seed) != split_seed
+        ):
+            raise ValueError(f"{owner}: split_seed={split_seed!r} must be an integer or None")
+        self.split_seed = None if split_seed is None else int(split_seed)
+        self.bn_weight_decay = bool(bn_weight_decay)
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.sampler: Callable[[np.random.Generator], list[int | None]] | None = None
 
@@ -202,7 +214,7 @@ class SupernetTrainer:
         self.alpha.requires_grad_(sampling == "weighted" and self.arch_lr > 0)
         self.steps_per_epoch = math.ceil(len(data.train) / self.batch_size)
         self.optimizer = torch.optim.SGD(
-            self.net.parameters(),
+            self._param_groups(),
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
@@ -222,6 +234,17 @@ class SupernetTrainer:
         self.steps = 0
         self.history: list[dict[str, float]] = []
 
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """One group (every parameter decayed), or two when ``bn_weight_decay`` is off:
+        parameters of 1 dimension (batch-norm weights, biases) get no weight decay."""
+        params = list(self.net.parameters())
+        if self.bn_weight_decay:
+            return [{"params": params}]
+        return [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+
     # ------------------------------------------------------------------ data and paths
     def data(self) -> Dataset:
         return load_dataset(
@@ -229,7 +252,7 @@ class SupernetTrainer:
             path=self.data_path,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
-            seed=self.seed,
+            seed=self.seed if self.split_seed is None else self.split_seed,
         )
 
     @property
@@ -354,7 +377,7 @@ class SupernetTrainer:
     # ------------------------------------------------------------------ checkpoints
     def settings(self) -> dict[str, Any]:
         """Everything that defines this training (plain data), kept in the JSON sidecar."""
-        return {
+        out: dict[str, Any] = {
             "space": self.space_spec,
             "edge_options": self.net.edge_options,
             "net": self.net_settings,
@@ -375,6 +398,12 @@ class SupernetTrainer:
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
         }
+        # new options appear only when set, so older checkpoints still match on resume
+        if self.split_seed is not None:
+            out["split_seed"] = self.split_seed
+        if not self.bn_weight_decay:
+            out["bn_weight_decay"] = False
+        return out
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the checkpoint of the current epoch to ``folder``; returns the JSON's path."""

@@ -129,3 +129,28 @@ def test_weighted_darts_trains_the_architecture_logits():
     )
     fixed.train()
     assert np.array_equal(fixed.logits, np.zeros_like(fixed.logits))
+
+
+def test_split_seed_and_bn_weight_decay_options(tmp_path):
+    # split_seed: two seeds train on one split; without it each seed has its own split
+    a = SupernetTrainer(NB201Space(), **SMALL, seed=1, split_seed=0)
+    b = SupernetTrainer(NB201Space(), **SMALL, seed=0)
+    c = SupernetTrainer(NB201Space(), **SMALL, seed=1)
+    assert torch.equal(a.data().valid.y, b.data().valid.y)
+    assert not torch.equal(c.data().valid.y, b.data().valid.y)
+    with pytest.raises(ValueError, match="split_seed=1.5 must be an integer or None"):
+        SupernetTrainer(NB201Space(), split_seed=1.5)
+    # bn_weight_decay=False: 1-D parameters (BN weights, biases) get no weight decay
+    d = SupernetTrainer(NB201Space(), **SMALL, bn_weight_decay=False)
+    groups = d.optimizer.param_groups
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
+    assert groups[0]["weight_decay"] == d.weight_decay > 0
+    assert all(p.ndim == 1 for p in groups[1]["params"]) and groups[1]["params"]
+    assert sum(len(g["params"]) for g in groups) == len(list(d.net.parameters()))
+    assert len(b.optimizer.param_groups) == 1
+    # the defaults keep the sidecar's settings as before; set options are recorded and checked
+    assert "split_seed" not in b.settings() and "bn_weight_decay" not in b.settings()
+    d.save(tmp_path)
+    with pytest.raises(ValueError, match="bn_weight_decay = False, this training has None"):
+        SupernetTrainer(NB201Space(), **SMALL).load(tmp_path)
+    SupernetTrainer(NB201Space(), **SMALL, bn_weight_decay=False).load(tmp_path)
