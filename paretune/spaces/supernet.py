@@ -31,6 +31,12 @@ import torch
 from torch import nn
 
 from paretune.spaces.base import Arch, SearchSpace
+from paretune.spaces.supernet_paths import (
+    _darts_allowed_pairs,
+    _darts_space_options,
+    _edge_options,
+    sum_edges,
+)
 
 Path = list[int | None]
 Weights = Sequence[torch.Tensor | None]
@@ -179,11 +185,7 @@ class NB201SupernetCell(nn.Module):
         nodes = [x]
         k = 0
         for dst in range(1, 4):
-            total = None
-            for src in range(dst):
-                h = self.edges[k + src](nodes[src], path[k + src], weights[k + src])
-                if h is not None:
-                    total = h if total is None else total + h
+            total = sum_edges(self.edges, nodes, k, path, weights)
             nodes.append(x.mul(0.0) if total is None else total)
             k += dst
         return nodes[-1]
@@ -322,12 +324,8 @@ class DartsSupernetCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for node in range(2, 6):
-            total = None
-            for src in range(node):
-                h = self.edges[e](states[src], path[e], weights[e])
-                if h is not None:
-                    total = h if total is None else total + h
-                e += 1
+            total = sum_edges(self.edges, states, e, path, weights)
+            e += node
             if total is None:
                 base = states[1][:, :, ::2, ::2] if self.reduction else states[1]
                 total = base.mul(0.0)
@@ -483,66 +481,6 @@ class DartsSupernet(CellSupernet):
                 e = DARTS_EDGES.index((c_cell.indices[k], node))
                 _load(op, s_cell.edges[e].op(path[base + e]))  # type: ignore[arg-type]
         _load(compact.classifier, self.classifier)
-
-
-def _darts_allowed_pairs(space: SearchSpace) -> list[dict[int, list[tuple[int, int]]]]:
-    """Per cell (normal, reduce), per node, the allowed input pairs of the space."""
-    from paretune.spaces.darts import input_pairs
-
-    out: list[dict[int, list[tuple[int, int]]]] = []
-    names = space.decision_names()
-    for cell in ("normal", "reduce"):
-        per: dict[int, list[tuple[int, int]]] = {2: [(0, 1)]}
-        for node in range(3, 6):
-            d = names.index(f"{cell}_{node}_in")
-            per[node] = [input_pairs(node)[i] for i in space.allowed[d]]
-        out.append(per)
-    return out
-
-
-def _darts_space_options(space: SearchSpace) -> list[list[int]]:
-    """Per edge (normal then reduce, ``DARTS_EDGES`` order) the operations the space allows."""
-    from paretune.spaces.darts import DARTS_EDGES
-
-    names = space.decision_names()
-    out: list[list[int]] = []
-    pairs = _darts_allowed_pairs(space)
-    for c, cell in enumerate(("normal", "reduce")):
-        for src, node in DARTS_EDGES:
-            ops: set[int] = set()
-            op1 = space.allowed[names.index(f"{cell}_{node}_op1")]
-            op2 = space.allowed[names.index(f"{cell}_{node}_op2")]
-            for a, b in pairs[c][node]:
-                if src == a:
-                    ops.update(op1)
-                if src == b:
-                    ops.update(op2)
-            out.append(sorted(ops))
-    return out
-
-
-def _edge_options(
-    given: Sequence[Sequence[int]] | None,
-    default: list[list[int]],
-    names: list[str],
-    ops: tuple[str, ...],
-) -> list[list[int]]:
-    if given is None:
-        return default
-    if len(given) != len(names):
-        raise ValueError(
-            f"edge_options has {len(given)} entries, the supernet has {len(names)} edges"
-        )
-    out = []
-    for name, opts in zip(names, given, strict=True):
-        opts = sorted({int(k) for k in opts})
-        bad = [k for k in opts if not 0 <= k < len(ops)]
-        if bad:
-            raise ValueError(
-                f"edge_options for edge {name!r}: indices {bad} out of range 0..{len(ops) - 1}"
-            )
-        out.append(opts)
-    return out
 
 
 def _modes(
