@@ -40,12 +40,10 @@ from torch import nn
 
 from paretune.objectives.base import Evaluation, MetricInfo, ReportFn
 from paretune.objectives.data import Dataset
-from paretune.objectives.measure import count_energy_inputs, count_params
 from paretune.objectives.supernet_train import CHECKPOINT_JSON, SAMPLING, load_supernet
 from paretune.objectives.train import METRICS as TRAIN_METRICS
-from paretune.objectives.train import TrainEvaluator
+from paretune.objectives.train import TrainEvaluator, measure_costs
 from paretune.objectives.train_loop import accuracy
-from paretune.objectives.train_measure import inference_energy
 from paretune.spaces.base import Arch
 from paretune.spaces.supernet import CellSupernet, recalibrate_bn
 
@@ -322,19 +320,8 @@ class SupernetEvaluator:
         val_acc = accuracy(model, data.valid, self.device)
         test_acc = accuracy(model, data.test, self.device)
         started = time.perf_counter()
-        shape = (1, data.in_channels, data.input_size, data.input_size)
-        counts = count_energy_inputs(model, shape)
-        costs: dict[str, float] = {"params": count_params(model), "flops": counts.macs_m}
-        lat, extras = self.measure._latencies(model, data)
-        energies, energy_sources, energy_extras = inference_energy(
-            self.measure, model, data, counts
-        )
-        costs.update(lat)
-        costs.update(energies)
-        extras.update(energy_extras)
-        sources = {"accuracy": "estimated", "test_accuracy": "estimated"}
-        sources.update({k: "measured" for k in costs})
-        sources.update(energy_sources)
+        costs, cost_sources, extras, _ = measure_costs(self.measure, model, data)
+        sources = {"accuracy": "estimated", "test_accuracy": "estimated", **cost_sources}
         return Evaluation(
             values={"accuracy": val_acc, "test_accuracy": test_acc, **costs},
             sources=sources,

@@ -83,6 +83,22 @@ from paretune.spaces.base import Arch, SearchSpace
 from paretune.spaces.nb201 import NB201Space
 
 
+def measure_costs(
+    ev: Any, model: nn.Module, data: Dataset
+) -> tuple[dict[str, float], dict[str, str], dict[str, Any], Any]:
+    """The costs of a built network: params, FLOPs (MMACs), latency and inference energy, their
+    sources, extras and the energy model's counts (``ev``: a TrainEvaluator or alike)."""
+    shape = (1, data.in_channels, data.input_size, data.input_size)
+    counts = count_energy_inputs(model, shape)
+    lat, extras = ev._latencies(model, data)
+    energies, energy_sources, energy_extras = inference_energy(ev, model, data, counts)
+    extras.update(energy_extras)
+    costs = {"params": count_params(model), "flops": counts.macs_m, **lat, **energies}
+    sources = {name: "measured" for name in costs}
+    sources.update(energy_sources)
+    return costs, sources, extras, counts
+
+
 def _builder_params(space: SearchSpace, options: Mapping[str, Any]) -> set[str]:
     """The keyword parameters of ``space.build``; raises ValueError for a space without a
     builder or an option it does not take, naming what is allowed."""
@@ -420,18 +436,10 @@ class TrainEvaluator:
         # Costs first: they do not depend on the weights, and every epoch's report carries them,
         # so a trial stopped early by a scheduler still has complete objective values.
         started = time.perf_counter()
-        shape = (1, data.in_channels, data.input_size, data.input_size)
-        params = count_params(model)
-        counts = count_energy_inputs(model, shape)
-        flops = counts.macs_m
-        lat, extras = self._latencies(model, data)
-        energies, energy_sources, energy_extras = inference_energy(self, model, data, counts)
-        extras.update(energy_extras)
+        costs, cost_sources, extras, counts = measure_costs(self, model, data)
         measure_time = time.perf_counter() - started
-        costs = {"params": params, "flops": flops, **lat, **energies}
-        sources = {name: "measured" for name in ("accuracy", "test_accuracy", *costs)}
-        sources.update(energy_sources)
-        energy_source = energy_sources["energy"]
+        sources = {"accuracy": "measured", "test_accuracy": "measured", **cost_sources}
+        energy_source = sources["energy"]
 
         inherited, why = 0, None
         if checkpoint:
