@@ -113,7 +113,6 @@ def test_arch_of_final_options():
 
 
 @pytest.mark.slow
-
 def test_run_plan_with_two_iterations_and_a_rerun_that_skips_finished_jobs(tmp_path):
     """The plan run in-process (no Ray): two expansion iterations on a space where 2 edges
     have 2 options; a second run over the same folder reads every result back, runs nothing."""
