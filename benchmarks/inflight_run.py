@@ -139,15 +139,9 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
 
 def run_all(args: argparse.Namespace, bench: Any, bench_args: dict[str, str]) -> list[dict]:
     """Every (budget, engine, K, seed) run on one 3-node cluster; one record per run."""
-    from ray.cluster_utils import Cluster
+    from benchmarks.cluster import start_cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": args.cpus_per_node, "include_dashboard": False},
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=args.cpus_per_node)
-    cluster.wait_for_nodes()
+    cluster = start_cluster(args.cpus_per_node)
     work = Path(tempfile.mkdtemp(prefix="paretune-inflight-"))
     records = []
     try:

@@ -23,6 +23,9 @@ import threading
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -127,15 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-member", type=int, default=2, help="search.max_concurrent of a member")
     p.add_argument("--cpus-per-node", type=int, default=2)
     args = p.parse_args(argv)
-    from ray.cluster_utils import Cluster
+    from benchmarks.cluster import start_cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": args.cpus_per_node, "include_dashboard": False},
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=args.cpus_per_node)
-    cluster.wait_for_nodes()
+    cluster = start_cluster(args.cpus_per_node)
     work = Path(tempfile.mkdtemp(prefix="paretune-sweep-bench-"))
     try:
         rows = []
