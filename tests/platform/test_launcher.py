@@ -270,6 +270,7 @@ def test_resume_before_rays_first_snapshot_ends_the_parent_run(nb201_path, mlflo
     assert MlflowClient(mlflow_uri).get_run(parent_id).info.status == "KILLED"
 
 
+@pytest.mark.slow  # a 4-trial run and a resume: ~10 s
 def test_a_damaged_searcher_state_stops_resume_with_one_line(
     ray_session, nb201_path, mlflow_uri, tmp_path
 ):
