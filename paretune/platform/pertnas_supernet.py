@@ -185,21 +185,12 @@ class PertNASSupernetPhase:
         return [list(ops) for _ in range(14)]
 
     def plan(self, prepared: Prepared) -> PertNASPlan:
-        p = self.params
-        return PertNASPlan(
+        return PertNASPlan.from_params(
             self.edge_options(prepared),
             len(self.op_names()),
             self.objectives,
-            p["lineages"],
-            population=p["population"],
-            n_iter=p["n_iter"],
-            epochs=p["epochs"],
-            f_expand=p["f_expand"],
-            f_fine=p["f_fine"],
-            f_topology=p["f_topology"],
-            coarse_keep=p["coarse_keep"],
-            topology=p["topology"],
-            seed=self.config.seed,
+            self.params,
+            self.config.seed,
         )
 
     def op_names(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from paretune.objectives.pertnas_valuation import (
     train_job,
     value_job,
 )
+from paretune.search_algos.perturbation_supernet import PertNASPlan
 from paretune.spaces.darts import DartsSpace
 from paretune.spaces.nb201 import NB201Space
 
@@ -53,6 +54,30 @@ def test_check_params_names_the_bad_value():
     assert check_params({}, OBJ, "nb201", 2)["n_iter"] == 1
     p = check_params({}, OBJ, "darts", 3)
     assert p["topology"] is True and len(p["lineages"]) == 3 and p["f_expand"] == 70
+
+
+def test_plan_from_checked_params_passes_every_knob():
+    params = {"population": 2, "n_iter": 2, "epochs": 3, "f_expand": 4, "f_fine": 6}
+    p = check_params({**params, "f_topology": 7, "coarse_keep": 3}, OBJ, "darts", 2)
+    plan = PertNASPlan.from_params([[1, 2, 3, 4]] * 14, 8, OBJ, p, 5)
+    explicit = PertNASPlan(
+        [[1, 2, 3, 4]] * 14,
+        8,
+        OBJ,
+        p["lineages"],
+        **params,
+        f_topology=7,
+        coarse_keep=3,
+        topology=True,
+        seed=5,
+    )
+    assert vars(plan) == vars(explicit)
+    assert plan.frontier({}) == explicit.frontier({})
+    assert (plan.f, plan.coarse_keep, plan.topology) == (
+        {"expand": 4, "fine": 6, "topology": 7},
+        3,
+        True,
+    )
 
 
 def test_darts_mask_hits_the_shared_cell_in_both_cells():

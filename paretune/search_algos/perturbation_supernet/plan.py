@@ -118,6 +118,33 @@ class PertNASPlan:
         ]
         self.order = fine_order(self.num_edges)
 
+    @classmethod
+    def from_params(
+        cls,
+        options: Sequence[Sequence[int]],
+        num_ops: int,
+        objectives: Sequence[tuple[str, str]],
+        params: Mapping[str, Any],
+        seed: int,
+    ) -> PertNASPlan:
+        """The plan of checked ``search.params`` (``pertnas_valuation.check_params``'s output:
+        lineages as weight maps, every knob present)."""
+        return cls(
+            options,
+            num_ops,
+            objectives,
+            params["lineages"],
+            population=params["population"],
+            n_iter=params["n_iter"],
+            epochs=params["epochs"],
+            f_expand=params["f_expand"],
+            f_fine=params["f_fine"],
+            f_topology=params["f_topology"],
+            coarse_keep=params["coarse_keep"],
+            topology=params["topology"],
+            seed=seed,
+        )
+
     # ------------------------------------------------------------------ jobs
     def _train(
         self, key: str, stage: str, options: list[list[int]], lr_factor: float, **kw: Any
