@@ -249,6 +249,19 @@ def costs(ev: Any, model: nn.Module, names: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def _valid_accuracy(
+    ev: Any, net: CellSupernet, weights: Sequence[torch.Tensor], data: Any, p: Mapping[str, Any]
+) -> float:
+    """Validation accuracy of ``net`` run with edge ``weights`` (``eval_batches`` batches)."""
+    return accuracy(Fixed(net, weights), data, ev.device, p.get("eval_batches"))
+
+
+def _fresh_costs(ev: Any, options: Sequence[Sequence[int]], names: Sequence[str]) -> dict:
+    """The costs ``names`` of the network of ``options`` built fresh (weights of seed 0)."""
+    net = build_network(ev, options, 0)
+    return costs(ev, Fixed(net, edge_weights(net)), names)
+
+
 def _optimizer(net: nn.Module, p: Mapping[str, Any], lr_factor: float) -> torch.optim.SGD:
     return torch.optim.SGD(
         net.parameters(),
@@ -322,7 +335,7 @@ def train_job(
     for _ in range(epochs):
         seen += _steps(net, weights, opt, data, p, gen, ev.device, None)
         sched.step()
-    acc = accuracy(Fixed(net, weights), data, ev.device, p.get("eval_batches"))
+    acc = _valid_accuracy(ev, net, weights, data, p)
     cost = costs(ev, Fixed(net, weights), objectives)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -375,15 +388,13 @@ def value_job(
     gen = torch.Generator().manual_seed(job_seed(seed, job["key"]))
     steps = int(job["steps"])
     seen = _steps(net, masked, opt, data, p, gen, ev.device, steps) if steps > 0 else 0
-    after = accuracy(Fixed(net, masked), data, ev.device, p.get("eval_batches"))
+    after = _valid_accuracy(ev, net, masked, data, p)
     # costs: the network built without the option against the one with all (side by side)
     without = [list(o) for o in job["options"]]
     without[e] = [] if k is None else [o for o in without[e] if o != int(k)]
     cost_names = [n for n in objectives if n in COSTS]
-    with_all = build_network(ev, job["options"], 0)
-    cost_with = costs(ev, Fixed(with_all, edge_weights(with_all)), cost_names)
-    cut = build_network(ev, without, 0)
-    cost_without = costs(ev, Fixed(cut, edge_weights(cut)), cost_names)
+    cost_with = _fresh_costs(ev, job["options"], cost_names)
+    cost_without = _fresh_costs(ev, without, cost_names)
     delta = {ACCURACY: after - float(meta["accuracy"])}
     for n in cost_names:
         delta[n] = float(cost_without[n]) - float(cost_with[n])
