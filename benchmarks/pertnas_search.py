@@ -5,7 +5,7 @@ the NAS-Bench-201 cell network and the small settings of ``conf/pertnas_supernet
 (C=8, one cell per stage, stand-alone training 4 epochs; the search's ``search.params``: a
 population of 2, 2 epochs per network, F = 10 / 15, 3 lineages): objectives validation accuracy
 (max) and parameters (min). The structure and the evaluator, hypervolume and reference are
-those of ``benchmarks/tnd_supernet.py`` (imported).
+those of ``benchmarks/tnd_supernet.py`` (both from ``benchmarks/equal_compute.py``).
 
 * ``supernet-pertnas``: the plan of :mod:`paretune.search_algos.perturbation_supernet` run to
   its end job by job (:func:`paretune.objectives.pertnas_valuation.run_plan`: expansions,
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,14 +37,21 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.tnd_supernet import OBJ, evaluator, hv
-from paretune.objectives.base import Objective, ObjectiveSet
-from paretune.objectives.pertnas_valuation import arch_of_options, check_params, run_plan
-from paretune.search_algos.perturbation import PerturbationEvolution
-from paretune.search_algos.perturbation_supernet import PertNASPlan
-from paretune.search_algos.random_search import RandomSearch
-from paretune.spaces.nb201 import NB201Space
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import equal_compute as ec  # noqa: E402
+from paretune.objectives.pertnas_valuation import (  # noqa: E402
+    arch_of_options,
+    check_params,
+    run_plan,
+)
+from paretune.search_algos.perturbation import PerturbationEvolution  # noqa: E402
+from paretune.search_algos.perturbation_supernet import PertNASPlan  # noqa: E402
+from paretune.search_algos.random_search import RandomSearch  # noqa: E402
+from paretune.spaces.nb201 import NB201Space  # noqa: E402
+
+OBJ = ec.OBJ
 CONF = Path(__file__).resolve().parents[1] / "conf" / "pertnas_supernet_digits.yaml"
 
 
@@ -55,23 +63,9 @@ def search_params(n_iter: int) -> dict:
 
 
 def supernet(n_iter: int, epochs: int, seed: int) -> dict:
-    ev = evaluator(epochs, seed)
-    n_train = len(ev.data().train)
+    ev = ec.evaluator(epochs, seed)
     p = search_params(n_iter)
-    plan = PertNASPlan(
-        [[1, 2, 3, 4]] * 6,
-        5,
-        OBJ,
-        p["lineages"],
-        population=p["population"],
-        n_iter=p["n_iter"],
-        epochs=p["epochs"],
-        f_expand=p["f_expand"],
-        f_fine=p["f_fine"],
-        f_topology=p["f_topology"],
-        coarse_keep=p["coarse_keep"],
-        seed=seed,
-    )
+    plan = PertNASPlan.from_params([[1, 2, 3, 4]] * 6, 5, OBJ, p, seed)
     names = [n for n, _ in OBJ]
     with tempfile.TemporaryDirectory() as tmp:
         results = run_plan(plan, ev, p, names, seed, tmp)
@@ -81,31 +75,18 @@ def supernet(n_iter: int, epochs: int, seed: int) -> dict:
         arch = tuple(arch_of_options(ev.space, options))
         if arch not in archs:
             archs.append(arch)
-    points = []
-    for arch in archs:
-        values = ev.evaluate(arch).values
-        points.append((values["accuracy"], values["params"]))
-    train += len(points) * epochs * n_train
+    points = ec.retrain(ev, archs)
+    train += len(points) * ec.trial_steps(ev, epochs)
     return {"points": points, "train": train, "jobs": len(results), "final": archs}
 
 
 def standalone(engine_name: str, budget: int, epochs: int, seed: int) -> dict:
-    ev = evaluator(epochs, seed)
-    n_train = len(ev.data().train)
-    objs = ObjectiveSet(tuple(Objective(n, d) for n, d in OBJ))
+    ev = ec.evaluator(epochs, seed)
     if engine_name == "random":
-        engine = RandomSearch(NB201Space(), objs, seed=seed)
+        engine = RandomSearch(NB201Space(), ec.objective_set(), seed=seed)
     else:
-        engine = PerturbationEvolution(NB201Space(), objs, seed=seed)
-    points = []
-    for _ in range(budget):
-        prop = engine.ask()
-        if prop is None:
-            break
-        values = ev.evaluate(prop.arch).values
-        engine.tell(prop, values)
-        points.append((values["accuracy"], values["params"]))
-    return {"points": points, "train": len(points) * epochs * n_train, "jobs": len(points)}
+        engine = PerturbationEvolution(NB201Space(), ec.objective_set(), seed=seed)
+    return ec.standalone(engine, ev, budget, epochs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,23 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     iters = [int(i) for i in args.n_iter.split(",")]
-    n_train = len(evaluator(args.epochs, 0).data().train)
-    trial = args.epochs * n_train
+    trial = ec.trial_steps(ec.evaluator(args.epochs, 0), args.epochs)
     rows: dict[str, dict[str, list]] = {}
     budgets = []
 
     def record(name: str, seed: int, out: dict, wall: float) -> None:
-        r = rows.setdefault(name, {"hv": [], "train": [], "jobs": [], "wall": []})
-        r["hv"].append(hv(out["points"]))
-        r["train"].append(out["train"])
-        r["jobs"].append(out["jobs"])
-        r["wall"].append(wall)
-        extra = f" finals={[list(a) for a in out['final']]}" if "final" in out else ""
-        print(
-            f"  {name} seed {seed}: hv={r['hv'][-1]:.4f} train={out['train']} "
-            f"jobs/trials={out['jobs']}{extra}",
-            flush=True,
-        )
+        extra = f" jobs/trials={out['jobs']}"
+        if "final" in out:
+            extra += f" finals={[list(a) for a in out['final']]}"
+        ec.record(rows, name, seed, out, wall, ("train", "jobs"), extra)
 
     for seed in range(args.seeds):
         budget = None
@@ -159,20 +132,34 @@ def main(argv: list[str] | None = None) -> None:
         f"seeds {list(range(args.seeds))}"
     )
     ref = rows["standalone-pertnas"]
-    head = (
-        f"{'method':28} {'HV mean':>8} {'sd':>7} {'HV/standalone':>14} {'HV/random':>10} "
-        f"{'train sample-steps':>19} {'compute/standalone':>19} {'jobs':>6} {'wall s':>7}"
+    columns = [
+        ("method", 28),
+        ("HV mean", 8),
+        ("sd", 7),
+        ("HV/standalone", 14),
+        ("HV/random", 10),
+        ("train sample-steps", 19),
+        ("compute/standalone", 19),
+        ("jobs", 6),
+        ("wall s", 7),
+    ]
+    ec.print_table(
+        columns,
+        (
+            [
+                name,
+                f"{np.mean(r['hv']):.4f}",
+                f"{np.std(r['hv']):.4f}",
+                f"{np.mean(r['hv']) / np.mean(ref['hv']):.3f}",
+                f"{np.mean(r['hv']) / np.mean(rows['random']['hv']):.3f}",
+                f"{np.mean(r['train']):.0f}",
+                f"{np.mean(r['train']) / np.mean(ref['train']):.3f}",
+                f"{np.mean(r['jobs']):.1f}",
+                f"{np.mean(r['wall']):.1f}",
+            ]
+            for name, r in rows.items()
+        ),
     )
-    print(head)
-    print("-" * len(head))
-    for name, r in rows.items():
-        print(
-            f"{name:28} {np.mean(r['hv']):8.4f} {np.std(r['hv']):7.4f} "
-            f"{np.mean(r['hv']) / np.mean(ref['hv']):14.3f} "
-            f"{np.mean(r['hv']) / np.mean(rows['random']['hv']):10.3f} "
-            f"{np.mean(r['train']):19.0f} {np.mean(r['train']) / np.mean(ref['train']):19.3f} "
-            f"{np.mean(r['jobs']):6.1f} {np.mean(r['wall']):7.1f}"
-        )
     print(
         "HV: of the method's stand-alone-trained results (reference 0 %, 0.1 M params, "
         "normalised); sd over seeds; compute/standalone: training sample-steps / "

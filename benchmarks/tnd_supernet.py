@@ -26,68 +26,36 @@ retrained finals), minimisation rows ``(-accuracy, params)`` against the fixed r
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from paretune.objectives.base import Objective, ObjectiveSet
-from paretune.objectives.tnd_stage import TNDStage, check_params
-from paretune.objectives.train import TrainEvaluator
-from paretune.search_algos.pareto import hypervolume
-from paretune.search_algos.random_search import RandomSearch
-from paretune.search_algos.shrinking import ProgressiveShrinking
-from paretune.spaces.nb201 import NB201Space
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-OBJ = [("accuracy", "max"), ("params", "min")]
-REFERENCE = np.array([0.0, 0.1])
-BOX = 100.0 * 0.1
+from benchmarks import equal_compute as ec  # noqa: E402
+from paretune.objectives.tnd_stage import TNDStage, check_params  # noqa: E402
+from paretune.search_algos.random_search import RandomSearch  # noqa: E402
+from paretune.search_algos.shrinking import ProgressiveShrinking  # noqa: E402
+from paretune.spaces.nb201 import NB201Space  # noqa: E402
 
-
-def evaluator(epochs: int, seed: int) -> TrainEvaluator:
-    return TrainEvaluator(
-        dataset="digits",
-        epochs=epochs,
-        batch_size=64,
-        lr=0.05,
-        channels=8,
-        cells_per_stage=1,
-        threads=1,
-        energy_meter="estimate",
-        latency_warmup=0,
-        latency_repeats=1,
-        save_weights=False,
-        seed=seed,
-    )
-
-
-def hv(points: list[tuple[float, float]]) -> float:
-    rows = np.array([[-a, p] for a, p in points], dtype=float).reshape(-1, 2)
-    return hypervolume(rows, REFERENCE) / BOX
+OBJ = ec.OBJ
 
 
 def standalone(engine_name: str, budget: int, epochs: int, seed: int) -> dict:
-    ev = evaluator(epochs, seed)
-    n_train = len(ev.data().train)
-    objs = ObjectiveSet(tuple(Objective(n, d) for n, d in OBJ))
+    ev = ec.evaluator(epochs, seed)
     if engine_name == "random":
-        engine = RandomSearch(NB201Space(), objs, seed=seed)
+        engine = RandomSearch(NB201Space(), ec.objective_set(), seed=seed)
     else:
-        engine = ProgressiveShrinking(NB201Space(), objs, seed=seed, budget=budget)
-    points = []
-    for _ in range(budget):
-        prop = engine.ask()
-        if prop is None:
-            break
-        values = ev.evaluate(prop.arch).values
-        engine.tell(prop, values)
-        points.append((values["accuracy"], values["params"]))
-    return {"points": points, "train": len(points) * epochs * n_train, "scored": 0}
+        engine = ProgressiveShrinking(NB201Space(), ec.objective_set(), seed=seed, budget=budget)
+    return {**ec.standalone(engine, ev, budget, epochs), "scored": 0}
 
 
 def supernet(reward: str, stage_epochs: int, final: int, epochs: int, seed: int) -> dict:
-    ev = evaluator(epochs, seed)
-    n_train = len(ev.data().train)
+    ev = ec.evaluator(epochs, seed)
     params = {
         "epochs": stage_epochs,
         "warmup": stage_epochs // 2,
@@ -108,11 +76,8 @@ def supernet(reward: str, stage_epochs: int, final: int, epochs: int, seed: int)
         options = result["edge_options"]
         train += result["train_samples"]
         scored += result["eval_samples"]
-    points = []
-    for arch in result["final"]:
-        values = ev.evaluate(tuple(arch)).values
-        points.append((values["accuracy"], values["params"]))
-    train += len(points) * epochs * n_train
+    points = ec.retrain(ev, result["final"])
+    train += len(points) * ec.trial_steps(ev, epochs)
     return {"points": points, "train": train, "scored": scored, "final": result["final"]}
 
 
@@ -142,25 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     methods = {
         k: v for k, v in methods.items() if not k.startswith("supernet") or k[14:-1] in wanted
     }
-    rows: dict[str, dict] = {}
+    runs: dict[str, dict[str, list]] = {}
     for name, run in methods.items():
-        hvs, trains, scoreds, walls = [], [], [], []
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             out = run(seed)
-            walls.append(time.perf_counter() - t0)
-            hvs.append(hv(out["points"]))
-            trains.append(out["train"])
-            scoreds.append(out["scored"])
             extra = f" finals={out['final']}" if "final" in out else ""
-            print(f"  {name} seed {seed}: hv={hvs[-1]:.4f} train={trains[-1]}{extra}", flush=True)
-        rows[name] = {
-            "hv": float(np.mean(hvs)),
-            "hv_sd": float(np.std(hvs)),
-            "train": float(np.mean(trains)),
-            "scored": float(np.mean(scoreds)),
-            "wall": float(np.mean(walls)),
-        }
+            ec.record(runs, name, seed, out, time.perf_counter() - t0, ("train", "scored"), extra)
+    rows = {name: {k: float(np.mean(v)) for k, v in r.items()} for name, r in runs.items()}
     ref = max(rows["standalone-tnd"]["hv"], rows["random"]["hv"])
     ref_train = rows["standalone-tnd"]["train"]
     print()
@@ -169,18 +123,32 @@ def main(argv: list[str] | None = None) -> None:
         f"budget {args.budget} trials; supernet stages {args.stage_epochs} epochs, "
         f"{args.final} finals; {args.seeds} seeds"
     )
-    head = (
-        f"{'method':24} {'HV':>7} {'sd':>6} {'HV/best standalone':>19} "
-        f"{'train sample-steps':>19} {'compute ratio':>14} {'scored images':>14} {'wall s':>7}"
+    columns = [
+        ("method", 24),
+        ("HV", 7),
+        ("sd", 6),
+        ("HV/best standalone", 19),
+        ("train sample-steps", 19),
+        ("compute ratio", 14),
+        ("scored images", 14),
+        ("wall s", 7),
+    ]
+    ec.print_table(
+        columns,
+        (
+            [
+                name,
+                f"{r['hv']:.4f}",
+                f"{np.std(runs[name]['hv']):.4f}",
+                f"{r['hv'] / ref:.3f}",
+                f"{r['train']:.0f}",
+                f"{ref_train / r['train']:.2f}x",
+                f"{r['scored']:.0f}",
+                f"{r['wall']:.1f}",
+            ]
+            for name, r in rows.items()
+        ),
     )
-    print(head)
-    print("-" * len(head))
-    for name, r in rows.items():
-        print(
-            f"{name:24} {r['hv']:7.4f} {r['hv_sd']:6.4f} {r['hv'] / ref:19.3f} "
-            f"{r['train']:19.0f} {ref_train / r['train']:13.2f}x {r['scored']:14.0f} "
-            f"{r['wall']:7.1f}"
-        )
     print(
         "HV/best standalone: against the better of standalone-tnd and random; compute ratio: "
         "standalone-tnd's training sample-steps / the method's."
