@@ -17,6 +17,8 @@ import numpy as np
 from paretune.objectives.base import Objective, ObjectiveSet
 from paretune.objectives.train import TrainEvaluator
 from paretune.search_algos.pareto import hypervolume
+from paretune.search_algos.random_search import RandomSearch
+from paretune.spaces.nb201 import NB201Space
 
 OBJ = [("accuracy", "max"), ("params", "min")]
 REFERENCE = np.array([0.0, 0.1])
@@ -65,7 +67,7 @@ def retrain(ev: TrainEvaluator, archs: Iterable[Sequence[int]]) -> list[tuple[fl
     return points
 
 
-def standalone(engine: Any, ev: TrainEvaluator, budget: int, epochs: int) -> dict:
+def trials(engine: Any, ev: TrainEvaluator, budget: int, epochs: int) -> dict:
     """Up to ``budget`` stand-alone trials proposed by ``engine`` (ask/tell): their points, the
     training sample-steps and the trial count."""
     points = []
@@ -78,6 +80,24 @@ def standalone(engine: Any, ev: TrainEvaluator, budget: int, epochs: int) -> dic
         points.append((values["accuracy"], values["params"]))
     train = len(points) * trial_steps(ev, epochs)
     return {"points": points, "train": train, "jobs": len(points)}
+
+
+def standalone(
+    engine_name: str,
+    engine_cls: Any,
+    budget: int,
+    epochs: int,
+    seed: int,
+    engine_kw: dict[str, Any] | None = None,
+) -> dict:
+    """:func:`trials` of ``engine_cls(space, objectives, seed=seed, **engine_kw)`` on NB201
+    (``engine_name`` ``"random"``: random search), each trained ``epochs`` epochs."""
+    ev = evaluator(epochs, seed)
+    if engine_name == "random":
+        engine = RandomSearch(NB201Space(), objective_set(), seed=seed)
+    else:
+        engine = engine_cls(NB201Space(), objective_set(), seed=seed, **(engine_kw or {}))
+    return trials(engine, ev, budget, epochs)
 
 
 def record(

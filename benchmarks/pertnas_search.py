@@ -48,8 +48,6 @@ from paretune.objectives.pertnas_valuation import (  # noqa: E402
 )
 from paretune.search_algos.perturbation import PerturbationEvolution  # noqa: E402
 from paretune.search_algos.perturbation_supernet import PertNASPlan  # noqa: E402
-from paretune.search_algos.random_search import RandomSearch  # noqa: E402
-from paretune.spaces.nb201 import NB201Space  # noqa: E402
 
 OBJ = ec.OBJ
 CONF = Path(__file__).resolve().parents[1] / "conf" / "pertnas_supernet_digits.yaml"
@@ -81,12 +79,7 @@ def supernet(n_iter: int, epochs: int, seed: int) -> dict:
 
 
 def standalone(engine_name: str, budget: int, epochs: int, seed: int) -> dict:
-    ev = ec.evaluator(epochs, seed)
-    if engine_name == "random":
-        engine = RandomSearch(NB201Space(), ec.objective_set(), seed=seed)
-    else:
-        engine = PerturbationEvolution(NB201Space(), ec.objective_set(), seed=seed)
-    return ec.standalone(engine, ev, budget, epochs)
+    return ec.standalone(engine_name, PerturbationEvolution, budget, epochs, seed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,20 +38,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks import equal_compute as ec  # noqa: E402
 from paretune.objectives.tnd_stage import TNDStage, check_params  # noqa: E402
-from paretune.search_algos.random_search import RandomSearch  # noqa: E402
 from paretune.search_algos.shrinking import ProgressiveShrinking  # noqa: E402
-from paretune.spaces.nb201 import NB201Space  # noqa: E402
 
 OBJ = ec.OBJ
 
 
 def standalone(engine_name: str, budget: int, epochs: int, seed: int) -> dict:
-    ev = ec.evaluator(epochs, seed)
-    if engine_name == "random":
-        engine = RandomSearch(NB201Space(), ec.objective_set(), seed=seed)
-    else:
-        engine = ProgressiveShrinking(NB201Space(), ec.objective_set(), seed=seed, budget=budget)
-    return {**ec.standalone(engine, ev, budget, epochs), "scored": 0}
+    out = ec.standalone(engine_name, ProgressiveShrinking, budget, epochs, seed, {"budget": budget})
+    return {**out, "scored": 0}
 
 
 def supernet(reward: str, stage_epochs: int, final: int, epochs: int, seed: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_print_table_aligns_like_fixed_width_formats(capsys):
 def test_standalone_counts_trials_and_sample_steps(capsys):
     ev = ec.evaluator(1, 0)
     engine = RandomSearch(NB201Space(), ec.objective_set(), seed=0)
-    out = ec.standalone(engine, ev, 2, 1)
+    out = ec.trials(engine, ev, 2, 1)
     assert out["jobs"] == len(out["points"]) == 2
     assert out["train"] == 2 * len(ev.data().train)
     assert all(0 <= acc <= 100 and params > 0 for acc, params in out["points"])
@@ -41,6 +42,15 @@ def test_standalone_counts_trials_and_sample_steps(capsys):
     ec.record(rows, "random", 0, out, 1.5, ("train", "jobs"), " x")
     assert rows["random"]["jobs"] == [2] and rows["random"]["wall"] == [1.5]
     assert capsys.readouterr().out.endswith(f"train={out['train']} x\n")
+
+
+@pytest.mark.parametrize("module", ["pertnas_search", "tnd_supernet"])
+def test_standalone_methods_of_both_benchmarks(module):
+    bench = importlib.import_module(f"benchmarks.{module}")
+    for name in ("random", module.split("_")[0]):
+        out = bench.standalone(name, 1, 1, 0)
+        assert out["jobs"] == len(out["points"]) == 1
+        assert out["train"] == ec.trial_steps(ec.evaluator(1, 0), 1)
 
 
 @pytest.mark.parametrize("script", ["pertnas_search.py", "tnd_supernet.py"])
