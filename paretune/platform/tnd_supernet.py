@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,14 @@ from ray import tune
 from paretune.objectives.tnd_stage import check_params, read_stage_json
 from paretune.platform.config import ConfigError, ExperimentConfig
 from paretune.platform.phase_checks import check_phase_config
+from paretune.platform.phase_trials import (
+    fit_trials,
+    log_batches,
+    parent_run_id,
+    report_checkpoint,
+    restore_from_tune,
+    write_record,
+)
 from paretune.platform.prepare import Prepared
 from paretune.platform.results import SearchFailed
 from paretune.platform.searcher import ParetoSearcher
@@ -40,11 +46,9 @@ from paretune.search_algos.shrinking.final import FinalGenotypes
 NAME = "tnd_supernet"
 RECORD = "stages.json"
 SPACE_OPS = {"nb201": 5, "darts": 8}
-# Test hook: a stage trial raises after this epoch (once, when not restored): the resume test.
-FAIL_AFTER_ENV = "PARETUNE_TND_FAIL_AFTER_EPOCH"
 
 
-def _stage_trainable(cfg: dict[str, Any]) -> None:
+def stage_trainable(cfg: dict[str, Any]) -> None:
     """One TND stage as a Ray Tune function trainable (continues from its checkpoint)."""
     from paretune.objectives.tnd_stage import TNDStage
     from paretune.objectives.train import TrainEvaluator
@@ -54,21 +58,10 @@ def _stage_trainable(cfg: dict[str, Any]) -> None:
     stage = TNDStage(
         ev, cfg["stage"], cfg["edge_options"], cfg["params"], cfg["objectives"], cfg["seed"]
     )
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            stage.load(folder)
-    fail_after = os.environ.get(FAIL_AFTER_ENV)
+    restore_from_tune(stage)
     while not stage.done:
         metrics = stage.train_epoch()
-        with tempfile.TemporaryDirectory() as folder:
-            stage.save(folder)
-            tune.report(
-                {k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                checkpoint=tune.Checkpoint.from_directory(folder),
-            )
-        if fail_after and checkpoint is None and stage.epoch == int(fail_after) and not stage.done:
-            raise RuntimeError(f"{FAIL_AFTER_ENV}={fail_after}: stage trial stopped on purpose")
+        report_checkpoint({k: v for k, v in metrics.items() if isinstance(v, int | float)}, stage)
 
 
 class TNDSupernetPhase:
@@ -112,7 +105,7 @@ class TNDSupernetPhase:
         for s in range(len(stages), self.num_stages):
             result = self._run_stage(prepared, root, s, edge_options, verbose)
             stages.append(result)
-            self._write_record(root, stages)
+            write_record(root / RECORD, {"stages": stages})
             self._log_mlflow(state, result, root)
             edge_options = result["edge_options"]
         finals = stages[-1]["final"]
@@ -144,28 +137,18 @@ class TNDSupernetPhase:
     ) -> dict[str, Any]:
         cfg = self.config
         name = f"stage{s}"
-        resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
-        trainable = tune.with_resources(_stage_trainable, resources)
         path = root / name
-        if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), trainable, resume_errored=True, resume_unfinished=True
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"tnd": self._stage_config(prepared, s, edge_options)},
-                tune_config=tune.TuneConfig(num_samples=1),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=str(root),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-                    verbose=min(verbose, 1),
-                ),
-            )
-        grid = tuner.fit()
-        result = grid[0]
+        result = fit_trials(
+            stage_trainable,
+            storage=root,
+            name=name,
+            resources={"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+            max_failures=cfg.failure.max_failures,
+            verbose=min(verbose, 1),
+            param_space={"tnd": self._stage_config(prepared, s, edge_options)},
+            tune_config=tune.TuneConfig(num_samples=1),
+            keep=1,
+        )[0]
         if result.checkpoint is None:
             raise SearchFailed(
                 f"TND stage {s} failed before its first checkpoint: {_why(result.error)}"
@@ -192,15 +175,9 @@ class TNDSupernetPhase:
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"{path}: unreadable TND stage record ({exc})") from None
 
-    @staticmethod
-    def _write_record(root: Path, stages: list[dict[str, Any]]) -> None:
-        tmp = root / f".{RECORD}.tmp"
-        tmp.write_text(json.dumps({"stages": stages}, indent=1))
-        tmp.replace(root / RECORD)
-
     def _log_mlflow(self, state: dict[str, Any], result: dict[str, Any], root: Path) -> None:
-        run_id = state.get("parent_run_id")
-        if not (self.config.mlflow.enabled and run_id):
+        run_id = parent_run_id(self.config, state)
+        if run_id is None:
             return
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
@@ -213,8 +190,7 @@ class TNDSupernetPhase:
             for k, v in h.items()
             if k not in ("stage", "epoch") and isinstance(v, int | float) and math.isfinite(v)
         ]
-        for i in range(0, len(metrics), 500):
-            client.log_batch(run_id, metrics=metrics[i : i + 500])
+        log_batches(client, run_id, metrics=metrics)
         client.log_artifact(run_id, str(root / RECORD), artifact_path=NAME)
 
 
@@ -237,4 +213,4 @@ def compute_of(stages: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-__all__ = ["TNDSupernetPhase", "compute_of", "make_phase"]
+__all__ = ["TNDSupernetPhase", "compute_of", "make_phase", "stage_trainable"]
