@@ -27,7 +27,6 @@ the lineages' selections (``record.json``).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,13 @@ from ray.tune.search import Searcher
 from paretune.objectives.pertnas_valuation import check_params
 from paretune.platform.config import ConfigError, ExperimentConfig
 from paretune.platform.phase_checks import check_phase_config
+from paretune.platform.phase_trials import (
+    fit_trials,
+    log_batches,
+    parent_run_id,
+    start_phase_run,
+    write_record,
+)
 from paretune.platform.prepare import Prepared
 from paretune.platform.searcher import ParetoSearcher
 from paretune.search_algos.perturbation_supernet import PertNASPlan, matrix_csv
@@ -46,13 +52,6 @@ from paretune.search_algos.shrinking.final import FinalGenotypes
 NAME = "pertnas_supernet"
 HANDOVER = "handover.json"
 SPACES = ("nb201", "darts")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def job_trainable(cfg: dict[str, Any]) -> None:
@@ -235,7 +234,7 @@ class PertNASSupernetPhase:
                 )
             self._log_mlflow(state, plan, results, root)
             record = self.handover_record(prepared, plan, results, finals)
-            _write_json(handover, record)
+            write_record(handover, record)
         record = json.loads(handover.read_text())
         engine = FinalGenotypes(
             prepared.space,
@@ -294,22 +293,20 @@ class PertNASSupernetPhase:
             plan, root, results, self._common(prepared, root), cfg.failure.max_failures
         )
         attempt = len(list(root.glob("jobs-*")))
-        resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
-        tuner = tune.Tuner(
-            tune.with_resources(job_trainable, resources),
+        # a fresh Tune run per attempt: the searcher's plan restarts from the finished jobs
+        fit_trials(
+            job_trainable,
+            storage=root,
+            name=f"jobs-{attempt}",
+            resources={"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+            max_failures=cfg.failure.max_failures,
+            verbose=min(verbose, 1),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 num_samples=-1,
                 max_concurrent_trials=max(1, int(cfg.search.max_concurrent or 1)),
             ),
-            run_config=tune.RunConfig(
-                name=f"jobs-{attempt}",
-                storage_path=str(root),
-                failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-                verbose=min(verbose, 1),
-            ),
         )
-        tuner.fit()
         results.update(self.read_results(root))
         if searcher.error is not None and plan.finals(results) is None:
             raise ConfigError(
@@ -359,8 +356,8 @@ class PertNASSupernetPhase:
     def _log_mlflow(
         self, state: dict[str, Any], plan: PertNASPlan, results: dict[str, Any], root: Path
     ) -> None:
-        run_id = state.get("parent_run_id")
-        if not (self.config.mlflow.enabled and run_id):
+        run_id = parent_run_id(self.config, state)
+        if run_id is None:
             return
         from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
@@ -383,15 +380,8 @@ class PertNASSupernetPhase:
             for key in sorted(set(results) - logged):
                 r = results[key]
                 job = r.get("job", {})
-                run = client.create_run(
-                    state["mlflow_experiment_id"],
-                    run_name=f"{NAME}:{key}",
-                    tags={
-                        "mlflow.parentRunId": run_id,
-                        "paretune.role": "phase",
-                        "phase": NAME,
-                        "job_kind": str(job.get("kind")),
-                    },
+                job_run = start_phase_run(
+                    client, state, f"{NAME}:{key}", NAME, job_kind=str(job.get("kind"))
                 )
                 params = {"job": key, "stage": job.get("stage"), "kind": job.get("kind")}
                 for k in ("iteration", "member", "lineage", "node"):
@@ -415,12 +405,13 @@ class PertNASSupernetPhase:
                     metrics["accuracy"] = r["accuracy"]
                     metrics.update(r.get("costs", {}))
                     metrics["train_samples"] = r.get("train_samples", 0)
-                client.log_batch(
-                    run.info.run_id,
+                log_batches(
+                    client,
+                    job_run,
                     metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
                     params=[Param(k, str(v)[:500]) for k, v in params.items()],
                 )
-                client.set_terminated(run.info.run_id, status="FINISHED")
+                client.set_terminated(job_run, status="FINISHED")
                 logged.add(key)
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)
@@ -439,7 +430,7 @@ class PertNASSupernetPhase:
                 )
                 client.log_artifacts(run_id, str(folder), artifact_path=NAME)
         finally:
-            _write_json(logged_path, sorted(logged))
+            write_record(logged_path, sorted(logged))
 
 
 def make_phase(config: ExperimentConfig) -> PertNASSupernetPhase:
