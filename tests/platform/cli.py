@@ -15,11 +15,13 @@ def run_paretune(
     cwd: str | os.PathLike = ROOT,
     env: dict[str, str] | None = None,
     timeout: float = 900,
+    driver: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m paretune <args>`` in ``cwd``, output captured as text. It starts a Ray of its
-    own (``RAY_ADDRESS=local``), not the test session's cluster; ``env`` adds variables."""
+    own (``RAY_ADDRESS=local``), not the test session's cluster; ``env`` adds variables;
+    ``driver`` (a test script and its arguments) runs in place of ``-m paretune``."""
     return subprocess.run(
-        [sys.executable, "-m", "paretune", *args],
+        [sys.executable, *(driver or ["-m", "paretune"]), *args],
         cwd=cwd,
         env={**os.environ, "RAY_ADDRESS": "local", **(env or {})},
         capture_output=True,

@@ -5,10 +5,7 @@ lineages' genotypes retrained as ordinary trials, a failed phase resumed without
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +13,9 @@ import yaml
 
 from paretune.platform.config import ConfigError, config_from_dict
 from paretune.platform.pertnas_supernet import make_phase
+from tests.platform.cli import ROOT, run_paretune, tail
 
-ROOT = Path(__file__).resolve().parents[2]
+FAULTS = str(Path(__file__).with_name("phase_faults.py"))
 CONF = ROOT / "conf" / "pertnas_supernet_digits.yaml"
 
 
@@ -72,23 +70,6 @@ def test_placeholder_searcher_and_options_of_a_restricted_space():
     assert opts[0] == [3] and opts[1] == [1, 2, 3, 4]
 
 
-def _run(args, cwd, fail_key=None):
-    """``paretune ARGS`` in a subprocess; ``fail_key``: that job's trial fails once
-    (``tests/platform/pertnas_faults.py`` wraps the phase's trainable)."""
-    env = {**os.environ, "RAY_ADDRESS": "local"}
-    command = ["-m", "paretune"]
-    if fail_key is not None:
-        command = [str(Path(__file__).with_name("pertnas_faults.py")), fail_key]
-    return subprocess.run(
-        [sys.executable, *command, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-
-
 def _small_conf(tmp_path):
     """The shipped config on a space where 2 edges have 2 options, two expansion iterations
     (26 jobs)."""
@@ -114,16 +95,24 @@ def _small_conf(tmp_path):
 @pytest.mark.slow
 def test_runs_end_to_end_and_resumes_a_failed_job(tmp_path):
     conf = _small_conf(tmp_path)
-    failed = _run(["run", str(conf), "failure.max_failures=0"], tmp_path, "L0-coarse")
+    # tests/platform/phase_faults.py: the job L0-coarse fails once
+    failed = run_paretune(
+        "run",
+        str(conf),
+        "failure.max_failures=0",
+        cwd=tmp_path,
+        timeout=1800,
+        driver=[FAULTS, "pertnas-job", "L0-coarse"],
+    )
     assert failed.returncode != 0
-    assert "failed 1 times" in failed.stderr, failed.stderr[-3000:]
+    assert "failed 1 times" in failed.stderr, tail(failed)
     (exp,) = (tmp_path / "runs").iterdir()
     root = exp / "phases" / "pertnas_supernet"
     before = {p.name: p.stat().st_mtime_ns for p in (root / "results").glob("*.json")}
     assert "expand-m0-e0-k2.json" in before and "L0-coarse.json" not in before
     assert "expand-i1-m0-e5-k3.json" in before  # the second iteration's valuations
-    done = _run(["resume", str(exp)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_paretune("resume", str(exp), cwd=tmp_path, timeout=1800)
+    assert done.returncode == 0, tail(done)
     after = {p.name: p.stat().st_mtime_ns for p in (root / "results").glob("*.json")}
     assert all(after[k] == v for k, v in before.items())  # finished jobs were not redone
     # 2 iterations x 6 expansion jobs, per lineage: coarse + 2 edges x (2 valuations + retrain)
@@ -180,8 +169,8 @@ def test_darts_config_runs_to_its_topology_stage(tmp_path):
     conf["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path}/m.db"
     path = tmp_path / "darts.yaml"
     path.write_text(yaml.safe_dump(conf))
-    done = _run(["run", str(path)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_paretune("run", str(path), cwd=tmp_path, timeout=1800)
+    assert done.returncode == 0, tail(done)
     assert "1 trials, 0 failed" in done.stdout, done.stdout[-2000:]
     (exp,) = (tmp_path / "runs").iterdir()
     root = exp / "phases" / "pertnas_supernet"

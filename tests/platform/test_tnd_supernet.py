@@ -4,18 +4,16 @@ genotypes retrained as ordinary trials, a stage resumed from its checkpoint in s
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from paretune.platform.config import ConfigError, config_from_dict
-from paretune.platform.tnd_supernet import FAIL_AFTER_ENV, make_phase
+from paretune.platform.tnd_supernet import make_phase
+from tests.platform.cli import ROOT, run_paretune, tail
 
-ROOT = Path(__file__).resolve().parents[2]
+FAULTS = str(Path(__file__).with_name("phase_faults.py"))
 CONF = ROOT / "conf" / "tnd_supernet_digits.yaml"
 SMALL = [
     "search.params.epochs=2",
@@ -83,26 +81,14 @@ def test_the_placeholder_searcher_loads_the_final_searchers_state():
     assert searcher.engine.position == 2 and phase.num_stages == 3
 
 
-def _run(args, tmp_path, env=None):
-    env = {**os.environ, "RAY_ADDRESS": "local", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "paretune", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-
-
 def _common(tmp_path):
     return [f"storage.path={tmp_path / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"]
 
 
 @pytest.mark.slow
 def test_config_runs_end_to_end(tmp_path):
-    proc = _run(["run", str(CONF), *SMALL, *_common(tmp_path)], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_paretune("run", str(CONF), *SMALL, *_common(tmp_path), cwd=tmp_path, timeout=1200)
+    assert proc.returncode == 0, tail(proc)
     (exp,) = (tmp_path / "runs").iterdir()
     stages = json.loads((exp / "phases" / "tnd_supernet" / "stages.json").read_text())["stages"]
     assert [s["stage"] for s in stages] == [0, 1, 2]
@@ -118,15 +104,18 @@ def test_config_runs_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_a_stage_resumes_from_its_checkpoint(tmp_path):
     args = [*SMALL, "search.params.epochs=3", "failure.max_failures=0", *_common(tmp_path)]
-    failed = _run(["run", str(CONF), *args], tmp_path, {FAIL_AFTER_ENV: "1"})
-    assert failed.returncode == 1, failed.stderr[-3000:]
+    # tests/platform/phase_faults.py: the stage trial fails once after its epoch 1
+    failed = run_paretune(
+        "run", str(CONF), *args, cwd=tmp_path, timeout=1200, driver=[FAULTS, "tnd-epoch", "1"]
+    )
+    assert failed.returncode == 1, tail(failed)
     assert "TND stage 0 stopped at epoch 1" in failed.stderr
     (exp,) = (tmp_path / "runs").iterdir()
     (ckpt,) = (exp / "phases" / "tnd_supernet" / "stage0").glob("*/checkpoint_*/stage.json")
     before = json.loads(ckpt.read_text())
     assert before["epoch"] == 1
-    done = _run(["resume", str(exp)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_paretune("resume", str(exp), cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, tail(done)
     stages = json.loads((exp / "phases" / "tnd_supernet" / "stages.json").read_text())["stages"]
     assert [h["epoch"] for h in stages[0]["history"]] == [1, 2, 3]
     # Epoch 1 was not trained again: the record is the checkpoint's, to the microsecond.
