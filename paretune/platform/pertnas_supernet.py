@@ -38,6 +38,7 @@ from paretune.objectives.pertnas_valuation import check_params
 from paretune.platform.config import ConfigError, ExperimentConfig
 from paretune.platform.phase_checks import check_phase_config
 from paretune.platform.phase_trials import (
+    final_searcher,
     fit_trials,
     log_batches,
     parent_run_id,
@@ -47,7 +48,6 @@ from paretune.platform.phase_trials import (
 from paretune.platform.prepare import Prepared
 from paretune.platform.searcher import ParetoSearcher
 from paretune.search_algos.perturbation_supernet import PertNASPlan, matrix_csv
-from paretune.search_algos.shrinking.final import FinalGenotypes
 
 NAME = "pertnas_supernet"
 HANDOVER = "handover.json"
@@ -153,8 +153,7 @@ class PertNASSupernetPhase:
 
     def placeholder_searcher(self, prepared: Prepared) -> ParetoSearcher:
         """The searcher before the phase has run (its state loads into it: reports, resume)."""
-        engine = FinalGenotypes(prepared.space, prepared.objectives, seed=self.config.seed)
-        return ParetoSearcher(engine, max_trials=self.config.search.num_samples)
+        return final_searcher(prepared, self.config)
 
     # ------------------------------------------------------------------ plan
     def edge_options(self, prepared: Prepared) -> list[list[int]]:
@@ -236,14 +235,7 @@ class PertNASSupernetPhase:
             record = self.handover_record(prepared, plan, results, finals)
             write_record(handover, record)
         record = json.loads(handover.read_text())
-        engine = FinalGenotypes(
-            prepared.space,
-            prepared.objectives,
-            seed=self.config.seed,
-            archs=record["archs"],
-            meta=record["meta"],
-        )
-        return prepared, ParetoSearcher(engine, max_trials=self.config.search.num_samples)
+        return prepared, final_searcher(prepared, self.config, record["archs"], record["meta"])
 
     def handover_record(
         self, prepared: Prepared, plan: PertNASPlan, results: dict[str, Any], finals: list

@@ -11,7 +11,8 @@ continues them. The pieces every such phase repeats live here:
   and checkpoint per epoch);
 - in the driver: :func:`fit_trials` (the Tune run ``<storage>/<name>``: resources, storage,
   checkpoints kept, failures retried; restored when it exists) and :func:`write_record`
-  (an atomic JSON record);
+  (an atomic JSON record); :func:`final_searcher` (the phase's final genotypes retrained as the
+  search's trials);
 - MLflow: :func:`parent_run_id`, :func:`start_phase_run` (a child run of the parent, tag
   ``paretune.role = phase``) and :func:`log_batches` (within MLflow's batch limits).
 """
@@ -27,6 +28,9 @@ from typing import Any, Protocol
 
 import ray
 from ray import tune
+
+from paretune.platform.searcher import ParetoSearcher
+from paretune.search_algos.shrinking.final import FinalGenotypes
 
 GPU_IF_GIVEN = "gpu-if-given"
 # MLflow's limits per log_batch request
@@ -143,6 +147,21 @@ def write_record(path: str | os.PathLike, record: Any, *, indent: int = 1) -> No
     tmp.replace(path)
 
 
+def final_searcher(
+    prepared: Any,
+    config: Any,
+    archs: Sequence[Sequence[int]] = (),
+    meta: Sequence[Mapping[str, Any]] | None = None,
+) -> ParetoSearcher:
+    """The searcher that hands out a phase's final genotypes ``archs`` (with ``meta``) as the
+    search's trials, ``search.num_samples`` at most; without ``archs`` the placeholder before the
+    phase has run (a resume or a report loads its state into it)."""
+    engine = FinalGenotypes(
+        prepared.space, prepared.objectives, seed=config.seed, archs=archs, meta=meta
+    )
+    return ParetoSearcher(engine, max_trials=config.search.num_samples)
+
+
 # ---------------------------------------------------------------------- MLflow
 def parent_run_id(config: Any, state: Mapping[str, Any]) -> str | None:
     """The experiment's MLflow parent run, or ``None`` when MLflow is off or there is none."""
@@ -187,6 +206,7 @@ def log_batches(
 
 __all__ = [
     "GPU_IF_GIVEN",
+    "final_searcher",
     "fit_trials",
     "log_batches",
     "parent_run_id",

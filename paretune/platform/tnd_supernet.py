@@ -31,6 +31,7 @@ from paretune.objectives.tnd_stage import check_params, read_stage_json
 from paretune.platform.config import ConfigError, ExperimentConfig
 from paretune.platform.phase_checks import check_phase_config
 from paretune.platform.phase_trials import (
+    final_searcher,
     fit_trials,
     log_batches,
     parent_run_id,
@@ -41,7 +42,6 @@ from paretune.platform.phase_trials import (
 from paretune.platform.prepare import Prepared
 from paretune.platform.results import SearchFailed
 from paretune.platform.searcher import ParetoSearcher
-from paretune.search_algos.shrinking.final import FinalGenotypes
 
 NAME = "tnd_supernet"
 RECORD = "stages.json"
@@ -85,8 +85,7 @@ class TNDSupernetPhase:
 
     def placeholder_searcher(self, prepared: Prepared) -> ParetoSearcher:
         """The searcher before the phase has run (its state loads into it: reports, resume)."""
-        engine = FinalGenotypes(prepared.space, prepared.objectives, seed=self.config.seed)
-        return ParetoSearcher(engine, max_trials=self.config.search.num_samples)
+        return final_searcher(prepared, self.config)
 
     # ------------------------------------------------------------------ the phase
     def run(
@@ -109,14 +108,8 @@ class TNDSupernetPhase:
             self._log_mlflow(state, result, root)
             edge_options = result["edge_options"]
         finals = stages[-1]["final"]
-        engine = FinalGenotypes(
-            prepared.space,
-            prepared.objectives,
-            seed=self.config.seed,
-            archs=finals,
-            meta=[{"tnd_stages": self.num_stages} for _ in finals],
-        )
-        return prepared, ParetoSearcher(engine, max_trials=self.config.search.num_samples)
+        meta = [{"tnd_stages": self.num_stages} for _ in finals]
+        return prepared, final_searcher(prepared, self.config, finals, meta)
 
     def _stage_config(self, prepared: Prepared, s: int, edge_options: Any) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from paretune.platform.config_loading import load_config
 from paretune.platform.phase_trials import (
     METRICS_PER_BATCH,
     PARAMS_PER_BATCH,
+    final_searcher,
     fit_trials,
     log_batches,
     parent_run_id,
@@ -95,6 +96,27 @@ def test_write_record_replaces_atomically(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"a": 2}
     assert path.read_text().startswith('{\n  "a"')
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temporary left
+
+
+def test_final_searcher_hands_out_the_finals_up_to_num_samples() -> None:
+    from paretune.platform.config import config_from_dict
+    from paretune.platform.prepare import prepare
+
+    config = config_from_dict(
+        {
+            "name": "t",
+            "search": {"algorithm": "tnd", "mode": "supernet", "num_samples": 2},
+            "evaluator": {"kind": "train"},
+            "objectives": [{"name": "params", "direction": "min"}],
+        }
+    )
+    prepared = prepare(config)
+    assert final_searcher(prepared, config).engine.archs == []  # the placeholder
+    searcher = final_searcher(prepared, config, [[1] * 6, [3] * 6, [2] * 6], [{"i": 0}] * 3)
+    first = searcher.suggest("a")
+    assert first["arch"].count("skip_connect") == 6 and searcher.engine.meta[0] == {"i": 0}
+    assert searcher.suggest("b")["arch"].count("nor_conv_3x3") == 6
+    assert searcher.suggest("c") == searcher.FINISHED  # search.num_samples = 2
 
 
 @pytest.mark.parametrize("enabled", [True, False])
