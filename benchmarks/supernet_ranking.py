@@ -49,20 +49,40 @@ def standalone_accuracy(
     epochs: int,
     which: str = "valid",
     seed: int | None = None,
+    lr: float | None = None,
+    warmup: float = 0.0,
+    clip: float = 0.0,
 ) -> tuple[float, float, float]:
     """Accuracy (%) and cross-entropy on the evaluation split after training ``arch`` as the
     train evaluator does, and its params. ``seed`` (default: the evaluator's) seeds the
-    initial weights and the batch order; the data split stays the evaluator's."""
+    initial weights and the batch order; the data split stays the evaluator's. ``lr``
+    (default: the evaluator's) is the peak learning rate; ``warmup`` the fraction of the steps
+    with a linear warm-up before the cosine decay; ``clip`` > 0 clips the gradient norm."""
     seed = ev.seed if seed is None else seed
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup = {warmup!r}: a fraction of the steps in [0, 1)")
+    if clip < 0:
+        raise ValueError(f"clip = {clip!r}: a gradient norm >= 0 (0: no clipping)")
     data = ev.data()
     torch.manual_seed(seed)
     model = ev.space.build(arch, **ev.build_kwargs(data))
     n = len(data.train)
     steps = math.ceil(n / ev.batch_size)
     opt = torch.optim.SGD(
-        model.parameters(), lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay
+        model.parameters(),
+        lr=ev.lr if lr is None else lr,
+        momentum=ev.momentum,
+        weight_decay=ev.weight_decay,
     )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    total = epochs * steps
+    warm = int(round(warmup * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
@@ -75,6 +95,8 @@ def standalone_accuracy(
             opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(model(data.train.x[idx]), data.train.y[idx])
             loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             sched.step()
     acc, loss = split_scores(model, *eval_split(data, which))
@@ -179,7 +201,14 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
     for s in seeds:
         for j, a in enumerate(archs):
             sa[s, j], sa_loss[s, j], params[j] = standalone_accuracy(
-                ev, a, args.sa_epochs, args.eval_split, seed=s
+                ev,
+                a,
+                args.sa_epochs,
+                args.eval_split,
+                seed=s,
+                lr=args.sa_lr,
+                warmup=args.sa_warmup,
+                clip=args.sa_clip,
             )
         log(f"{name}: stand-alone seed {s} done")
     out["standalone_s"] = time.perf_counter() - started
@@ -188,6 +217,7 @@ def run_space(name: str, args: argparse.Namespace, log) -> dict:
     ceiling = split_half(sa)
     rows = [("stand-alone split-half (ceiling)", *stats(sa[0::2].mean(0), sa[1::2].mean(0)))]
     rows.append(("stand-alone seed 0 vs 1", *stats(sa[0], sa[1])))
+    rows.append(("params (capacity) vs stand-alone", *stats(truth, params)))
     variants = {}
     with tempfile.TemporaryDirectory() as tmp:
         for vname, trainer_kw in parse_variants(args.sn_variants, args.sn_epochs):
@@ -264,6 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", type=int, default=50)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--sa-epochs", type=int, default=2)
+    p.add_argument(
+        "--sa-lr", type=float, default=None, help="stand-alone peak lr (default: train's 0.05)"
+    )
+    p.add_argument(
+        "--sa-warmup", type=float, default=0.0, help="stand-alone linear warm-up, fraction of steps"
+    )
+    p.add_argument(
+        "--sa-clip", type=float, default=0.0, help="stand-alone gradient-norm clip (0: off)"
+    )
     p.add_argument("--sn-epochs", type=int, default=40)
     p.add_argument("--sn-seeds", type=int, default=2)
     p.add_argument(
@@ -284,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     for field in ("seeds", "sn_seeds"):
         if getattr(args, field) < 2:
             raise SystemExit(f"--{field.replace('_', '-')}={getattr(args, field)}: at least 2")
+    if not 0.0 <= args.sa_warmup < 1.0:
+        raise SystemExit(f"--sa-warmup={args.sa_warmup}: a fraction of the steps in [0, 1)")
+    if args.sa_clip < 0:
+        raise SystemExit(f"--sa-clip={args.sa_clip}: a gradient norm >= 0 (0: off)")
+    if args.sa_lr is not None and args.sa_lr <= 0:
+        raise SystemExit(f"--sa-lr={args.sa_lr}: a learning rate > 0")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
@@ -297,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         f"per space, {args.seeds} stand-alone and {args.sn_seeds} supernet seeds (weights, order, "
         f"paths), C={args.channels}, NB201 "
         f"N={args.nb201_cells}, DARTS {args.darts_layers} cells; stand-alone {args.sa_epochs} "
-        f"epochs (train evaluator recipe; ground truth: mean over seeds); supernets SPOS uniform "
+        f"epochs (train evaluator recipe, lr {args.sa_lr or 'default'}, warm-up {args.sa_warmup}, "
+        f"clip {args.sa_clip}; ground truth: mean over seeds); supernets SPOS uniform "
         f"{args.sn_epochs} epochs, variants {args.sn_variants}; scored on {args.eval_split}",
         "",
         f"{'space':6} {'comparison':38} {'Kendall tau':>11} {'Spearman':>9} {'P@top10%':>9}",
