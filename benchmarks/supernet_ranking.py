@@ -15,7 +15,9 @@ Printed per space: tau/rho/precision@top-10% of each variant (seed 0 and the see
 and of supernet seed 0 vs 1; the ground truth's split-half reliability (tau between the means of
 even and odd seeds: the ceiling of any evaluator against a truth that noisy), its spread across
 architectures and its noise (std of one seed around the mean). The ground truth is written to
-``--csv-dir`` (``supernet_standalone_<space>.csv``).
+``--csv-dir`` (``supernet_standalone_<space>.csv``). The stand-alone recipe changes for every
+architecture alike with ``--sa-lr`` (peak lr), ``--sa-warmup`` (linear warm-up, fraction of the
+steps) and ``--sa-clip`` (gradient-norm clip); ``--sn-variants ""`` probes the ground truth alone.
 
     nice -n 5 python -m benchmarks.supernet_ranking --spaces nb201 --seeds 12 \\
         --eval-split valid+test --out /work/notes/ranking_nb201.txt

@@ -39,3 +39,13 @@ def test_bad_options_end_in_one_line(argv, field):
     with pytest.raises(SystemExit) as info:
         sr.main(["--spaces", "nb201", *argv])
     assert str(info.value).startswith(field)
+
+
+def test_ground_truth_probe_without_supernets(tmp_path, capsys):
+    out = tmp_path / "probe.txt"
+    argv = ["--spaces", "nb201", "--archs", "3", "--seeds", "2", "--sa-epochs", "1"]
+    sr.main([*argv, "--sn-variants", "", "--sa-clip", "5", "--out", str(out)])
+    text = out.read_text()
+    assert "stand-alone split-half (ceiling)" in text
+    assert "params (capacity) vs stand-alone" in text
+    assert "supernet" not in text.split("scored on")[1].replace("supernets", "")
