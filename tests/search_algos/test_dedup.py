@@ -32,8 +32,14 @@ def test_only_spaces_with_duplicates_are_wrapped() -> None:
     assert isinstance(deduplicate(make_engine("random", MACRO, OBJECTIVES)), DeduplicatedEngine)
 
 
-@pytest.mark.parametrize("space_name", ["macro", "mobilenet"])
-@pytest.mark.parametrize("name", engine_names())
+@pytest.mark.parametrize(
+    ("name", "space_name"),
+    [  # pertnas on mobilenet takes ~11 s: slow tier
+        pytest.param(n, s, marks=pytest.mark.slow) if (n, s) == ("pertnas", "mobilenet") else (n, s)
+        for s in ("macro", "mobilenet")
+        for n in engine_names()
+    ],
+)
 def test_each_network_is_measured_once(name: str, space_name: str) -> None:
     space = make_space(space_name)
     result = network_evaluate(space)
