@@ -35,7 +35,7 @@ class MacroSpace(SearchSpace):
         super().__init__(decisions, allowed, name="macro")
 
     def encode(self, arch: Sequence[int]) -> str:
-        arch = self.validate(arch)
+        arch = self.validate_full(arch)  # a restriction does not change how an arch is named
         return "-".join(MACRO_CHOICES[i] for i in arch)
 
     def decode(self, text: str) -> Arch:

@@ -95,6 +95,10 @@ def test_macro_space_uses_the_benchmark_keys_and_canonical_form() -> None:
     for bad in ("2-2-2", "2-2-2-1-2-2-2-3", 22212220):
         with pytest.raises(ValueError, match="NAS-Bench-Macro"):
             space.decode(bad)
+    # a restricted space still names an architecture from before the restriction (pertnas
+    # perturbs such parents back inside the space and records the parent's name)
+    narrowed = space.restrict([[0, 1]] + [[0, 1, 2]] * 7)
+    assert narrowed.encode(arch) == "2-2-2-1-2-2-2-0" and not narrowed.contains(arch)
 
 
 def test_make_space_for_every_kind_and_its_errors() -> None:
