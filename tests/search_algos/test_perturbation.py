@@ -344,6 +344,30 @@ def test_a_straggler_does_not_block_the_search() -> None:
     assert engine.history[-1].proposal.id == straggler.id
 
 
+def test_extreme_turns_perturb_the_best_member_of_each_objective_in_turn() -> None:
+    """With 8 in flight, each extreme proposal is a child of its objective's best result."""
+    engine = pertnas(TRADE, 4, extreme_share=0.5)
+    order = np.random.default_rng(0)
+    told: list = []
+    turns = []
+    while len(told) < 120:
+        batch = [engine.ask() for _ in range(8)]
+        for p in batch:
+            if p.meta.get("source") == "extreme":
+                points = np.array([TRADE.vector(trade(q.arch)) for q in told])
+                parent = next(q for q in told if q.id == p.meta["parent"])
+                best = points.min(axis=0)
+                turns.append(tuple(TRADE.vector(trade(parent.arch)) == best))
+        for p in order.permutation(len(batch)):
+            engine.tell(batch[p], trade(batch[p].arch))
+            told.append(batch[p])
+    # the objectives take turns: accuracy's best, then the fewest params, ...
+    assert len(turns) >= 10
+    assert all(t[i % 2] for i, t in enumerate(turns))
+    off = pertnas(TRADE, 4, extreme_share=0.0)
+    assert "extreme" not in {p.meta.get("source") for p in run(off, 120, trade, in_flight=8)}
+
+
 # ====================================================================== proposals, narrowing
 def test_perturbations_are_one_edit_children_with_consistent_metadata() -> None:
     engine = pertnas(TRADE, 13, prune_min_count=4)

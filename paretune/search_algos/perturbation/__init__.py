@@ -59,7 +59,12 @@ Design
   and keeps returning to its most valuable regions); the child is the parent's unproposed
   one-edit neighbour whose optimistic motif-model prediction (``exploration`` residual standard
   deviations better than the mean) improves the archive (plus the predictions for proposals in
-  flight) by the largest additive epsilon.
+  flight) by the largest additive epsilon. A share ``extreme_share`` of these turns (0.1) goes
+  to the ends of the front instead: the objectives take turns, and the child of the objective's
+  best feasible result predicted best for that objective alone is proposed (``meta["source"] =
+  "extreme"``). With many proposals in flight the hypervolume order moves on from a member whose
+  children are still pending, which delays reaching the front's ends (on NB201 acc-params the
+  top-accuracy cells); these turns keep pushing them (measured in ``benchmarks/search_quality.py``).
 * **Model proposals** (phase ``model``, :mod:`.global_model`): from ``model_start`` results on,
   a share ``model_fraction`` of the proposals (fading linearly to none at ``model_horizon``
   times the number of (decision, option) pairs results, NB201: 150) is the unproposed

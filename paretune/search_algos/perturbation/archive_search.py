@@ -2,7 +2,8 @@
 
 Parents are the members of the Pareto archive in order of their exclusive hypervolume
 contribution discounted by the children already proposed from them; the child is the unproposed
-one-edit neighbour that the motif model predicts to improve the archive most. A mixin of
+one-edit neighbour that the motif model predicts to improve the archive most. A share
+``extreme_share`` of the turns perturbs each objective's best member in turn instead. A mixin of
 :class:`~paretune.search_algos.perturbation.engine.PerturbationEvolution`.
 """
 
@@ -24,6 +25,9 @@ class ArchiveSearch:
     # ------------------------------------------------------------------ archive local search
     def _local_proposal(self) -> tuple[Arch, dict[str, Any]] | None:
         """Perturb the most valuable archive member with unproposed neighbours."""
+        extreme = self._extreme_proposal()
+        if extreme is not None:
+            return extreme
         cands = np.zeros((0, 4), dtype=np.int64)
         for row in self._archive_order():
             cands = self._candidates([self._id_of_row[row]], self.space.allowed)
@@ -36,6 +40,34 @@ class ArchiveSearch:
             return None
         pid, k, _, o = (int(x) for x in cands[int(np.argmax(self._acquisition(cands, None)))])
         return self._perturbation(None, pid, k, o, "local")
+
+    def _extreme_proposal(self) -> tuple[Arch, dict[str, Any]] | None:
+        """On its share of turns: the child of an objective's best member predicted best for it.
+
+        The objectives take turns; the best feasible member of the objective is perturbed (the
+        next best when its neighbourhood is exhausted, up to 8 members).
+        """
+        share = self.params.get("extreme_share", 0.0)
+        if share <= 0 or len(self._front) < 2:
+            return None
+        self._extreme_credit += share
+        if self._extreme_credit < 1.0:
+            return None
+        self._extreme_credit -= 1.0
+        j = self._extreme_turn % len(self.objectives)
+        self._extreme_turn += 1
+        feasible = np.flatnonzero(self._violations <= 0)
+        rows = feasible[np.argsort(self._points[feasible, j], kind="stable")[:8]]
+        weight = np.eye(len(self.objectives))[j]
+        for row in rows:
+            cands = self._candidates([self._id_of_row[int(row)]], self.space.allowed)
+            if len(cands):
+                best = cands[int(np.argmax(self._acquisition(cands, weight)))]
+                pid, k, _, o = (int(x) for x in best)
+                arch, meta = self._perturbation(None, pid, k, o, "local")
+                meta["source"] = "extreme"
+                return arch, meta
+        return None
 
     def _archive_order(self) -> list[int]:
         """Archive rows by hypervolume contribution discounted by their children so far."""

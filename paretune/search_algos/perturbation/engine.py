@@ -101,6 +101,9 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
         model_horizon: model proposals fade out linearly and end at ``model_horizon`` times the
             number of (decision, option) pairs results (NB201: 150), unless ``model_until``.
         model_until: results at which model proposals end (overrides ``model_horizon``).
+        extreme_share: share of the archive local search spent on the best member of each
+            objective in turn (its child predicted best for that objective): the front's ends
+            are found sooner, also while other children of the old best are still in flight.
     """
 
     name = "pertnas"
@@ -128,6 +131,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
         model_exploration: float = 1.0,
         model_horizon: float = 5.0,
         model_until: int | None = None,
+        extreme_share: float = 0.1,
     ) -> None:
         super().__init__(space, objectives, seed=seed)
         if initial_design not in INITIAL_DESIGNS:
@@ -155,6 +159,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
             "model_exploration": non_negative("model_exploration", model_exploration),
             "model_horizon": non_negative("model_horizon", model_horizon),
             "model_until": optional_int("model_until", model_until, minimum=0),
+            "extreme_share": fraction("extreme_share", extreme_share),
         }
         if self.params["fine_keep"] > self.params["coarse_keep"]:
             raise ValueError(f"fine_keep ({fine_keep}) must not exceed coarse_keep ({coarse_keep})")
@@ -198,6 +203,8 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
         self._links: dict[int, int] = {}
         self._local_credit = 0.0
         self._model_credit = 0.0
+        self._extreme_credit = 0.0
+        self._extreme_turn = 0
         self._turn = 0
         self._weight_order: list[int] = []
         self._design_order: list[int] | None = None
@@ -235,6 +242,8 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
             "links": [[c, p] for c, p in self._links.items()],
             "local_credit": self._local_credit,
             "model_credit": self._model_credit,
+            "extreme_credit": self._extreme_credit,
+            "extreme_turn": self._extreme_turn,
             "turn": self._turn,
             "weight_order": list(self._weight_order),
             "design_order": None if self._design_order is None else list(self._design_order),
@@ -249,6 +258,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
             ("model_exploration", 1.0),
             ("model_horizon", 5.0),
             ("model_until", None),
+            ("extreme_share", 0.0),
         ):
             self.params.setdefault(key, old)  # a state saved before model proposals
         self._reset()
@@ -257,6 +267,8 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
         self._links = {int(c): int(p) for c, p in state["links"]}
         self._local_credit = float(state["local_credit"])
         self._model_credit = float(state.get("model_credit", 0.0))
+        self._extreme_credit = float(state.get("extreme_credit", 0.0))
+        self._extreme_turn = int(state.get("extreme_turn", 0))
         self._turn = int(state["turn"])
         self._weight_order = [int(i) for i in state["weight_order"]]
         order = state["design_order"]
