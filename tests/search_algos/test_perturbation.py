@@ -429,6 +429,7 @@ def test_dominated_options_are_pruned_and_never_proposed_again() -> None:
         ({"perturbations_per_parent": 0}, "perturbations_per_parent must be None or an integer"),
         ({"coarse_steps": -1}, "coarse_steps must be None or an integer >= 0"),
         ({"local_fraction": 1.5}, "local_fraction must be between 0 and 1"),
+        ({"extreme_share": -0.1}, "extreme_share must be between 0 and 1"),
         ({"exploration": -0.1}, "exploration must be >= 0"),
         ({"parent_discount": float("nan")}, "parent_discount must be >= 0"),
         ({"effect_clip": 0.0}, "effect_clip must be > 0"),
