@@ -260,7 +260,7 @@ class PerturbationEvolution(LineageSteps, ArchiveSearch, GlobalModelSearch, Moti
             ("model_until", None),
             ("extreme_share", 0.0),
         ):
-            self.params.setdefault(key, old)  # a state saved before model proposals
+            self.params.setdefault(key, old)  # a state saved before these parameters: as it ran
         self._reset()
         self.lineages = [Lineage.from_dict(d) for d in state["lineages"]]
         self.observations = [list(o) for o in state["observations"]]
