@@ -20,11 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from paretune.search_algos.additive_model import (
+    AdditiveFit,
+    epsilon_improvement,
+    fit_additive,
+    one_hot,
+    option_fail_rates,
+)
 from paretune.spaces.base import Arch
 
 ENUMERATE_LIMIT = 20_000  # candidates scored at once when the space is enumerated
 POOL_DRAWS = 2_000  # random candidates per proposal on larger spaces
-_PRIOR = 1.0  # ridge prior precision, in units of the noise variance
 
 
 class GlobalModelSearch:
@@ -32,34 +38,17 @@ class GlobalModelSearch:
 
     def _features(self, archs: np.ndarray) -> np.ndarray:
         """One-hot rows (decision-major) of integer architectures ``(n, D)``."""
-        offsets = self._feature_offsets()
-        x = np.zeros((len(archs), int(offsets[-1])), dtype=float)
-        if len(archs):
-            x[np.arange(len(archs))[:, None], archs + offsets[None, :-1]] = 1.0
-        return x
+        return one_hot(archs, [len(d.options) for d in self.space.decisions])
 
-    def _feature_offsets(self) -> np.ndarray:
-        sizes = [len(d.options) for d in self.space.decisions]
-        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-    def _fit_global(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(weights, intercept, posterior covariance factor, noise sd)`` or ``None``."""
+    def _fit_global(self) -> AdditiveFit | None:
+        """The additive model of the feasible results (all results while none is feasible)."""
         rows = [r for r in range(len(self._id_of_row)) if self._violations[r] <= 0] or list(
             range(len(self._id_of_row))
         )
         if len(rows) < 2:
             return None
         archs = np.array([self._proposal(self._id_of_row[r]).arch for r in rows], dtype=np.int64)
-        x = self._features(archs)
-        y = self._points[rows] / self._scale()
-        mean = y.mean(axis=0)
-        a = x.T @ x + _PRIOR * np.eye(x.shape[1])
-        a_inv = np.linalg.inv(a)
-        w = a_inv @ x.T @ (y - mean)
-        resid = y - mean - x @ w
-        dof = max(len(rows) - 1, 1)
-        noise = np.sqrt((np.sum(resid**2, axis=0) + 1e-4) / dof)
-        return w, mean, a_inv, noise
+        return fit_additive(self._features(archs), self._points[rows] / self._scale())
 
     def _candidate_archs(self) -> np.ndarray:
         """Unproposed architectures inside the engine's space to score (see module doc)."""
@@ -81,15 +70,12 @@ class GlobalModelSearch:
 
     def _option_fail_rates(self) -> np.ndarray:
         """Per one-hot feature: failed results with that option / (results with it + 1)."""
-        offsets = self._feature_offsets()
-        tries = np.zeros(int(offsets[-1]))
-        fails = np.zeros(int(offsets[-1]))
-        for pid, proposal in self._by_id.items():
-            cols = np.asarray(proposal.arch, dtype=np.int64) + offsets[:-1]
-            tries[cols] += 1.0
-            if pid in self._failed:
-                fails[cols] += 1.0
-        return fails / (tries + 1.0)
+        ids = list(self._by_id)
+        archs = np.array([self._by_id[i].arch for i in ids], dtype=np.int64)
+        failed = np.array([i in self._failed for i in ids], dtype=bool)
+        return option_fail_rates(
+            self._features(archs.reshape(-1, self.space.num_decisions)), failed
+        )
 
     def _model_proposal(self) -> tuple[Arch, dict[str, Any]] | None:
         """The unproposed architecture whose optimistic prediction improves the front most."""
@@ -99,25 +85,13 @@ class GlobalModelSearch:
         cands = self._candidate_archs()
         if not len(cands):
             return None
-        w, mean, a_inv, noise = fit
         x = self._features(cands)
-        mu = mean + x @ w
-        sd = np.sqrt(np.maximum(((x @ a_inv) * x).sum(axis=1), 0.0))[:, None] * noise
-        y = mu - self.params["model_exploration"] * sd
+        y = fit.optimistic(x, self.params["model_exploration"])
         ref = [self._front_points()] if self._front else []
         pending = [p.arch for p in self.pending.values()]
         if pending:
-            ref.append(mean + self._features(np.array(pending, dtype=np.int64)) @ w)
-        if ref:
-            r = np.vstack(ref)
-            score = np.full(len(y), np.inf)
-            for chunk in range(0, len(r), 64):  # memory: candidates x reference points
-                part = r[chunk : chunk + 64]
-                score = np.minimum(
-                    score, np.min(np.max(part[None, :, :] - y[:, None, :], axis=2), axis=1)
-                )
-        else:
-            score = -y.sum(axis=1)
+            ref.append(fit.mean(self._features(np.array(pending, dtype=np.int64))))
+        score = epsilon_improvement(y, np.vstack(ref)) if ref else -y.sum(axis=1)
         score = score - x @ self._option_fail_rates() + 1e-9 * self.rng.random(len(score))
         arch = tuple(int(o) for o in cands[int(np.argmax(score))])
         meta = self._meta(None, None, "model", None)
