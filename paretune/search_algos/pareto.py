@@ -233,6 +233,12 @@ def hv_contributions(
     """
     p = np.asarray(points, dtype=float)
     ref = np.asarray(reference, dtype=float)
+    if p.ndim == 2 and p.shape[1] == 1:  # one objective (moocore needs two): the best value
+        v = p[:, 0]
+        best = v == v.min()
+        upto = min([float(ref[0])] + [float(x) for x in v[~best]])  # the next value or ref
+        lone = best.sum() == 1 or shared_duplicates
+        return np.where(best & lone, max(upto - float(v.min()), 0.0), 0.0)
     if not shared_duplicates:
         return np.asarray(moocore.hv_contributions(p, ref=ref), dtype=float)
     uniq, inv = np.unique(p, axis=0, return_inverse=True)

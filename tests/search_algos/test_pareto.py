@@ -267,3 +267,14 @@ def test_duplicates_contribute_nothing_unless_shared() -> None:
     np.testing.assert_allclose(hv_contributions(pts, ref), [0.05, 0.0, 0.0, 0.05])
     shared = hv_contributions(pts, ref, shared_duplicates=True)
     np.testing.assert_allclose(shared, [0.05, 0.25, 0.25, 0.05])
+
+
+def test_hv_contributions_of_one_objective():
+    """One objective (moocore needs two): only a lone best value contributes, up to the next
+    value or the reference; equal best values share it only with ``shared_duplicates``."""
+    ref = np.array([10.0])
+    np.testing.assert_allclose(hv_contributions(np.array([[2.0], [5.0]]), ref), [3.0, 0.0])
+    np.testing.assert_allclose(hv_contributions(np.array([[2.0]]), ref), [8.0])
+    np.testing.assert_allclose(hv_contributions(np.array([[2.0], [2.0]]), ref), [0.0, 0.0])
+    shared = hv_contributions(np.array([[2.0], [2.0]]), ref, shared_duplicates=True)
+    np.testing.assert_allclose(shared, [8.0, 8.0])
