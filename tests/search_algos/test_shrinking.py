@@ -318,6 +318,70 @@ def test_local_search_spreads_pending_children_over_front_members():
     assert eng.ask().meta["parent"] == best_id  # nothing in flight: the plain order
 
 
+@pytest.mark.parametrize("local_child", ["model", "random"])
+def test_model_children_improve_on_their_parent_where_random_ones_rarely_do(local_child):
+    """On an additive accuracy the model child of the best architecture is the one edit the
+    results say pays most: every one of them improves on its parent; random edits do not."""
+
+    def values(arch):
+        return {"accuracy": float(sum((k + 1) * o for k, o in enumerate(arch)))}
+
+    # 60 policy results at a tiny learning rate (nearly uniform), then the shrink to one arch.
+    kw = {"schedule": [5, 1], "stage_lengths": [60], "lr": 1e-4, "local_child": local_child}
+    eng = ProgressiveShrinking(toy_space(12, 5), ACC, seed=2, **kw)
+    run(eng, 61, values)
+    assert eng.converged
+    gains, best_gains = [], []
+    for _ in range(4):
+        p = eng.ask()
+        assert p.meta["phase"] == "local"
+        parent = next(r.proposal.arch for r in eng.history if r.proposal.id == p.meta["parent"])
+        base = values(parent)["accuracy"]
+        unseen = [a for a in eng._full_space.neighbors(parent) if a not in eng._seen | {p.arch}]
+        best_gains.append(max(values(a)["accuracy"] for a in unseen + [p.arch]) - base)
+        eng.tell(p, values(p.arch))
+        gains.append(values(p.arch)["accuracy"] - base)
+
+    if local_child == "model":
+        assert all(g > 0 for g in gains)
+        assert gains[0] == best_gains[0]  # the edit that pays most
+    else:
+        assert sum(g > 0 for g in gains) < len(gains)
+
+
+def test_model_children_in_flight_count_as_predicted_results():
+    """A proposal in flight counts as a result at its predicted point (a constant liar): a
+    child predicted where a proposal in flight is predicted stands out of nothing any more."""
+    eng = ProgressiveShrinking(NB201Space(), ACC_PARAMS, seed=5, stage_lengths=[10, 5, 5])
+
+    def values(arch):
+        acc = 60.0 + 3.0 * arch.count(3) + arch.count(2) + 0.5 * arch.count(1)
+        return {"accuracy": acc, "params": 0.1 + arch.count(3) + 0.4 * arch.count(2)}
+
+    run(eng, 25, values)
+    assert eng.converged and not eng.pending
+    parent = eng._points[int(np.argmax(eng._local_scores()))][0]
+    children = [a for a in NB201Space().neighbors(parent) if a not in eng._seen]
+    alone = eng._child_scores(children)
+    top = int(np.argmax(alone))
+    assert alone[top] > 0  # predicted to stand out of the front
+    eng.pending[999] = Proposal(999, children[top], {"phase": "local"})
+    beside = eng._child_scores(children)
+    assert np.all(beside <= alone) and beside[top] < alone[top] / 2
+
+
+def test_state_without_local_child_goes_on_with_random_children():
+    """A search saved before model children resumes as it ran (random children)."""
+    eng = ProgressiveShrinking(NB201Space(), ACC_PARAMS, seed=1, stage_lengths=[20, 10, 10])
+    run(eng, 50, lambda a: {"accuracy": 60.0 + a.count(3), "params": 0.1 + sum(a)})
+    state = json.loads(json.dumps(eng.state_dict()))
+    assert state["engine_state"]["local_child"] == "model"
+    del state["engine_state"]["local_child"], state["engine_state"]["local_exploration"]
+    twin = ProgressiveShrinking(NB201Space(), ACC_PARAMS, seed=1, stage_lengths=[20, 10, 10])
+    twin.load_state_dict(state)
+    assert twin.local_child == "random" and twin.local_exploration == 0.0
+
+
 # ---------------------------------------------------------------------- async, state, seeds
 def test_many_in_flight_out_of_order():
     eng = ProgressiveShrinking(NB201Space(), ACC_PARAMS, seed=4, stage_lengths=[40, 30, 20])
@@ -405,6 +469,10 @@ def test_registered_and_validates_parameters():
         ProgressiveShrinking(NB201Space(), ACC_PARAMS, stage_lengths=[10])
     with pytest.raises(ValueError, match="accuracy objective"):
         ProgressiveShrinking(NB201Space(), ObjectiveSet.of(("params", "min")), reward="product")
+    with pytest.raises(ValueError, match="local_child 'best' is not allowed"):
+        ProgressiveShrinking(NB201Space(), ACC_PARAMS, local_child="best")
+    with pytest.raises(ValueError, match="local_exploration must be >= 0"):
+        ProgressiveShrinking(NB201Space(), ACC_PARAMS, local_exploration=-1)
 
 
 def test_schedule_is_derived_from_each_decisions_option_count():

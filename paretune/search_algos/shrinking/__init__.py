@@ -45,7 +45,12 @@ its archive in the space it was given: an unseen one-edit neighbour of the most 
 evaluated architecture. For ``"pareto"``, front members come first, ordered by their exclusive
 hypervolume in front-normalised units (``local_order="hv"``, exact, through moocore)
 or by their margin (``"margin"``), then dominated ones by distance to the front; for
-``"product"`` the order is the product reward. With ``final="stop"`` ``ask`` returns ``None``.
+``"product"`` the order is the product reward. A parent's children in flight push it down the
+order. Which neighbour (``local_child``): ``"model"`` (default) fits an additive one-hot ridge
+model to every result (:mod:`paretune.search_algos.additive_model`, as ``pertnas``'s model
+proposals) and takes the neighbour whose optimistic prediction (``local_exploration`` = 0.5
+posterior standard deviations) stands out most of the front and of the predicted points of every
+proposal in flight; ``"random"`` takes any. With ``final="stop"`` ``ask`` returns ``None``.
 On NB201 most of the final quality comes from this phase; the policy stages decide where it
 starts.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.base import Engine, InspectionTable, Record
+from paretune.search_algos.params import non_negative
 from paretune.search_algos.shrinking.rewards import ParetoRewards
 from paretune.search_algos.shrinking.schedule import (
     DEFAULT_STAGE_LENGTH,
@@ -28,6 +29,7 @@ from paretune.spaces.base import Arch, SearchSpace
 REWARDS = ("product", "pareto")
 FINALS = ("local", "stop")
 LOCAL_ORDERS = ("hv", "margin")
+LOCAL_CHILDREN = ("model", "random")
 ENUMERATE_LIMIT = 50_000
 # Local-search parents: a front member's score is divided by (1 + its local children in flight)**3.
 PENDING_DISCOUNT = 3.0
@@ -95,6 +97,8 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         final: str = "local",
         reward_window: int = 50,
         local_order: str = "hv",
+        local_child: str = "model",
+        local_exploration: float = 0.5,
     ) -> None:
         super().__init__(space, objectives, seed)
         if reward not in REWARDS:
@@ -119,6 +123,12 @@ class ProgressiveShrinking(ParetoRewards, Engine):
                 f"local_order {local_order!r} is not allowed (allowed: {', '.join(LOCAL_ORDERS)})"
             )
         self.local_order = local_order
+        if local_child not in LOCAL_CHILDREN:
+            raise ValueError(
+                f"local_child {local_child!r} is not allowed (allowed: {', '.join(LOCAL_CHILDREN)})"
+            )
+        self.local_child = local_child
+        self.local_exploration = non_negative("local_exploration", local_exploration)
         self._init_product(accuracy, targets, exponents)
 
         self._full_space = space
@@ -347,7 +357,9 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         """Local search: an unseen one-edit neighbour of the most promising evaluated arch.
 
         Parents are tried in the order of :meth:`_local_scores` (feasible first, ties at
-        random); when every neighbour of every evaluated arch is seen, an unseen random arch.
+        random); the child is the neighbour of best :meth:`_child_scores` (``local_child=
+        "model"``) or a random one; when every neighbour of every evaluated arch is seen, an
+        unseen random arch.
         """
         n = len(self._points)
         if n:
@@ -357,8 +369,7 @@ class ProgressiveShrinking(ParetoRewards, Engine):
                 parent = self._points[int(i)]
                 nbrs = [a for a in self._full_space.neighbors(parent[0]) if a not in self._seen]
                 if nbrs:
-                    arch = nbrs[int(self.rng.integers(len(nbrs)))]
-                    return self._emit(arch, probs, "local", parent=parent[1])
+                    return self._emit(self._pick_child(nbrs), probs, "local", parent=parent[1])
         for _ in range(100):
             arch = self._full_space.sample(self.rng)
             if arch not in self._seen:
@@ -368,6 +379,13 @@ class ProgressiveShrinking(ParetoRewards, Engine):
             if rest:
                 return self._emit(rest[int(self.rng.integers(len(rest)))], probs, "local")
         return None
+
+    def _pick_child(self, children: list[Arch]) -> Arch:
+        """The child to propose among a parent's unseen neighbours (see ``local_child``)."""
+        scores = self._child_scores(children) if self.local_child == "model" else None
+        if scores is None:  # random children, or the model has fewer than two results
+            return children[int(self.rng.integers(len(children)))]
+        return children[int(np.argmax(scores + 1e-9 * self.rng.random(len(scores))))]
 
     def _spread_pending(self, scores: np.ndarray) -> np.ndarray:
         """Local-search scores with a positive score (a front member's) divided by
@@ -563,6 +581,8 @@ class ProgressiveShrinking(ParetoRewards, Engine):
             "buffer": [dict(b) for b in self.buffer],
             "recent_rewards": list(self.recent_rewards),
             "shrink_history": [dict(h) for h in self.shrink_history],
+            "local_child": self.local_child,
+            "local_exploration": self.local_exploration,
         }
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
@@ -586,6 +606,9 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         ]
         self.recent_rewards = [float(x) for x in state["recent_rewards"]]
         self.shrink_history = [dict(h) for h in state["shrink_history"]]
+        # A state saved before model children: random children, so the search goes on as it ran.
+        self.local_child = str(state.get("local_child", "random"))
+        self.local_exploration = float(state.get("local_exploration", 0.0))
         self._seen = {r.proposal.arch for r in self.history} | {
             p.arch for p in self.pending.values()
         }
