@@ -318,8 +318,10 @@ def test_local_search_spreads_pending_children_over_front_members():
     assert eng.ask().meta["parent"] == best_id  # nothing in flight: the plain order
 
 
-@pytest.mark.parametrize("local_child", ["model", "random"])
-def test_model_children_improve_on_their_parent_where_random_ones_rarely_do(local_child):
+@pytest.mark.parametrize(
+    ("local_child", "reward"), [("model", "pareto"), ("model", "product"), ("random", "pareto")]
+)
+def test_model_children_improve_on_their_parent_where_random_ones_rarely_do(local_child, reward):
     """On an additive accuracy the model child of the best architecture is the one edit the
     results say pays most: every one of them improves on its parent; random edits do not."""
 
@@ -328,6 +330,7 @@ def test_model_children_improve_on_their_parent_where_random_ones_rarely_do(loca
 
     # 60 policy results at a tiny learning rate (nearly uniform), then the shrink to one arch.
     kw = {"schedule": [5, 1], "stage_lengths": [60], "lr": 1e-4, "local_child": local_child}
+    kw["reward"] = reward
     eng = ProgressiveShrinking(toy_space(12, 5), ACC, seed=2, **kw)
     run(eng, 61, values)
     assert eng.converged

@@ -154,17 +154,16 @@ class ParetoRewards:
         fit = self._additive_fit()
         if fit is None:
             return None
-        x = one_hot(np.asarray(children, dtype=np.int64), [int(n) for n in self._sizes])
+        x = self._one_hot(children)
         y = fit.optimistic(x, self.local_exploration)
         if self.reward == "pareto" and len(self._front):
             ref = [self._normalised("observed")[np.asarray(self._front, dtype=int)]]
             pending = [p.arch for p in self.pending.values()]
             if pending:
-                px = one_hot(np.asarray(pending, dtype=np.int64), [int(n) for n in self._sizes])
-                ref.append(fit.mean(px))
+                ref.append(fit.mean(self._one_hot(pending)))
             score = epsilon_improvement(y, np.vstack(ref))
         else:
-            score = -y.sum(axis=1)  # product: one column, minus the reward
+            score = -y.sum(axis=1)  # product: one column, minus the reward in its range
         return score - x @ self._option_fail_rates()
 
     def _additive_fit(self) -> AdditiveFit | None:
@@ -176,10 +175,11 @@ class ParetoRewards:
                 rows = np.arange(n)
             fit = None
             if len(rows) >= 2:
-                archs = np.array([self._points[r][0] for r in rows], dtype=np.int64)
-                x = one_hot(archs, [int(n) for n in self._sizes])
-                if self.reward == "product":
-                    y = -np.asarray(self._scalar, dtype=float)[rows, None]
+                x = self._one_hot([self._points[r][0] for r in rows])
+                if self.reward == "product":  # minimised, scaled to the rewards' range
+                    r = np.asarray(self._scalar, dtype=float)
+                    span = r.max() - r.min()
+                    y = ((r.max() - r) / (span if span > 0 else 1.0))[rows, None]
                 else:
                     y = self._normalised("observed")[rows]
                 fit = fit_additive(x, y)
@@ -188,7 +188,10 @@ class ParetoRewards:
 
     def _option_fail_rates(self) -> np.ndarray:
         """Per one-hot feature: failed results with that option / (results with it + 1)."""
-        archs = np.array([r.proposal.arch for r in self.history], dtype=np.int64)
         failed = np.array([r.failed for r in self.history], dtype=bool)
-        x = one_hot(archs.reshape(-1, len(self._sizes)), [int(n) for n in self._sizes])
-        return option_fail_rates(x, failed)
+        return option_fail_rates(self._one_hot([r.proposal.arch for r in self.history]), failed)
+
+    def _one_hot(self, archs: Sequence[Arch]) -> np.ndarray:
+        """One-hot rows of ``archs`` over the full space's options."""
+        a = np.asarray(archs, dtype=np.int64).reshape(-1, len(self._sizes))
+        return one_hot(a, [int(k) for k in self._sizes])
