@@ -65,7 +65,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     params = dict(job["params"])
     if job["budget_param"]:
         params["budget"] = max(job["budgets"])
-    archs, _ = sq.run_engine(bench, job["engine"], job["seed"], max(job["budgets"]), params)
+    archs = sq.run_engine(bench, job["engine"], job["seed"], max(job["budgets"]), params)[0]
     return [
         {
             "engine": job["engine"],
