@@ -13,7 +13,9 @@ def test_accuracy_only_benchmark_prints_one_row_per_engine(nb201_path, capsys):
         + ["--table", str(nb201_path)]
     )
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("tnd", "random"))}
+    rows = {
+        line.split()[0]: line for line in out.splitlines() if line.startswith(("tnd", "random"))
+    }
     assert set(rows) == {"tnd", "random"}
     for line in rows.values():
         accs = [float(x) for x in re.findall(r"(\d+\.\d+) ±", line)]
