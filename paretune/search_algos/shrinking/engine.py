@@ -1,8 +1,9 @@
 """The ``tnd`` engine: policy, stages, REINFORCE and the final local search.
 
 See :mod:`paretune.search_algos.shrinking` for the method; the rewards and the evaluated points
-(the Pareto archive, margins, local-search order) are in :mod:`.rewards`, the options kept
-per stage and the stage lengths in :mod:`.schedule`.
+(the Pareto archive, margins, local-search order) are in :mod:`.rewards`, the final local search
+(parents in flight, model children) in :mod:`.local_search`, the options kept per stage and the
+stage lengths in :mod:`.schedule`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from paretune.objectives.base import ObjectiveSet
 from paretune.search_algos.base import Engine, InspectionTable, Record
 from paretune.search_algos.params import non_negative
+from paretune.search_algos.shrinking.local_search import ENUMERATE_LIMIT, LocalSearch
 from paretune.search_algos.shrinking.rewards import ParetoRewards
 from paretune.search_algos.shrinking.schedule import (
     DEFAULT_STAGE_LENGTH,
@@ -30,12 +32,9 @@ REWARDS = ("product", "pareto")
 FINALS = ("local", "stop")
 LOCAL_ORDERS = ("hv", "margin")
 LOCAL_CHILDREN = ("model", "random")
-ENUMERATE_LIMIT = 50_000
-# Local-search parents: a front member's score is divided by (1 + its local children in flight)**3.
-PENDING_DISCOUNT = 3.0
 
 
-class ProgressiveShrinking(ParetoRewards, Engine):
+class ProgressiveShrinking(LocalSearch, ParetoRewards, Engine):
     """TND-NAS progressive shrinking with REINFORCE on any (non-differentiable) objectives.
 
     Args:
@@ -352,59 +351,6 @@ class ProgressiveShrinking(ParetoRewards, Engine):
         if self.final == "stop":
             return None
         return self._propose_local(probs)
-
-    def _propose_local(self, probs: np.ndarray) -> tuple[Arch, dict[str, Any]] | None:
-        """Local search: an unseen one-edit neighbour of the most promising evaluated arch.
-
-        Parents are tried in the order of :meth:`_local_scores` (feasible first, ties at
-        random); the child is the neighbour of best :meth:`_child_scores` (``local_child=
-        "model"``) or a random one; when every neighbour of every evaluated arch is seen, an
-        unseen random arch.
-        """
-        n = len(self._points)
-        if n:
-            scores = self._spread_pending(self._local_scores())
-            order = np.lexsort((self.rng.random(n), -scores, self._viol > 0))
-            for i in order:
-                parent = self._points[int(i)]
-                nbrs = [a for a in self._full_space.neighbors(parent[0]) if a not in self._seen]
-                if nbrs:
-                    return self._emit(self._pick_child(nbrs), probs, "local", parent=parent[1])
-        for _ in range(100):
-            arch = self._full_space.sample(self.rng)
-            if arch not in self._seen:
-                return self._emit(arch, probs, "local")
-        if self._full_space.size <= ENUMERATE_LIMIT:
-            rest = [a for a in self._full_space if a not in self._seen]
-            if rest:
-                return self._emit(rest[int(self.rng.integers(len(rest)))], probs, "local")
-        return None
-
-    def _pick_child(self, children: list[Arch]) -> Arch:
-        """The child to propose among a parent's unseen neighbours (see ``local_child``)."""
-        scores = self._child_scores(children) if self.local_child == "model" else None
-        if scores is None:  # random children, or the model has fewer than two results
-            return children[int(self.rng.integers(len(children)))]
-        return children[int(np.argmax(scores + 1e-9 * self.rng.random(len(scores))))]
-
-    def _spread_pending(self, scores: np.ndarray) -> np.ndarray:
-        """Local-search scores with a positive score (a front member's) divided by
-        ``(1 + c)**3`` for its ``c`` local children in flight: with K in flight the pending
-        proposals go to the next front members, not K neighbours of one parent told back
-        together. With one in flight nothing is pending at an ask: the plain order."""
-        pending: dict[int, int] = {}
-        for p in self.pending.values():
-            parent = p.meta.get("parent")
-            if p.meta.get("phase") == "local" and parent is not None:
-                pending[int(parent)] = pending.get(int(parent), 0) + 1
-        if not pending:
-            return scores
-        out = np.array(scores, dtype=float)
-        for row, (_, pid) in enumerate(self._points):
-            c = pending.get(pid, 0)
-            if c and out[row] > 0:
-                out[row] /= (1.0 + c) ** PENDING_DISCOUNT
-        return out
 
     # ------------------------------------------------------------------ tell
     def _on_result(self, record: Record) -> None:

@@ -13,13 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from paretune.search_algos.additive_model import (
-    AdditiveFit,
-    epsilon_improvement,
-    fit_additive,
-    one_hot,
-    option_fail_rates,
-)
+from paretune.search_algos.additive_model import AdditiveFit
 from paretune.search_algos.base import Record
 from paretune.search_algos.pareto import ConstrainedArchive, hv_contributions, reference_point
 from paretune.spaces.base import Arch
@@ -138,60 +132,3 @@ class ParetoRewards:
     def _pareto_rewards(self, batch: Sequence[Mapping[str, Any]]) -> np.ndarray:
         rows = [self._point_index[tuple(b["arch"])] for b in batch]
         return self._margins(rows)
-
-    # ------------------------------------------------------------------ local-search children
-    def _child_scores(self, children: Sequence[Arch]) -> np.ndarray | None:
-        """How promising each unevaluated child is under the additive model; ``None`` before
-        the model has two results.
-
-        ``"pareto"``: the additive-epsilon improvement of the child's optimistic prediction
-        (``local_exploration`` posterior standard deviations better than the mean) over the
-        feasible front and the predicted points of every proposal in flight (a constant liar:
-        K children asked at once spread instead of piling onto one predicted point).
-        ``"product"``: the optimistic predicted product reward (fitted additively, as one
-        objective). Options that failed before are penalised.
-        """
-        fit = self._additive_fit()
-        if fit is None:
-            return None
-        x = self._one_hot(children)
-        y = fit.optimistic(x, self.local_exploration)
-        if self.reward == "pareto" and len(self._front):
-            ref = [self._normalised("observed")[np.asarray(self._front, dtype=int)]]
-            pending = [p.arch for p in self.pending.values()]
-            if pending:
-                ref.append(fit.mean(self._one_hot(pending)))
-            score = epsilon_improvement(y, np.vstack(ref))
-        else:
-            score = -y.sum(axis=1)  # product: one column, minus the reward in its range
-        return score - x @ self._option_fail_rates()
-
-    def _additive_fit(self) -> AdditiveFit | None:
-        """The additive model of the feasible results (all while none is feasible), cached."""
-        n = len(self._points)
-        if self._fit_cache is None or self._fit_cache[0] != n:
-            rows = np.flatnonzero(self._viol <= 0)
-            if len(rows) < 2:
-                rows = np.arange(n)
-            fit = None
-            if len(rows) >= 2:
-                x = self._one_hot([self._points[r][0] for r in rows])
-                if self.reward == "product":  # minimised, scaled to the rewards' range
-                    r = np.asarray(self._scalar, dtype=float)
-                    span = r.max() - r.min()
-                    y = ((r.max() - r) / (span if span > 0 else 1.0))[rows, None]
-                else:
-                    y = self._normalised("observed")[rows]
-                fit = fit_additive(x, y)
-            self._fit_cache = (n, fit)
-        return self._fit_cache[1]
-
-    def _option_fail_rates(self) -> np.ndarray:
-        """Per one-hot feature: failed results with that option / (results with it + 1)."""
-        failed = np.array([r.failed for r in self.history], dtype=bool)
-        return option_fail_rates(self._one_hot([r.proposal.arch for r in self.history]), failed)
-
-    def _one_hot(self, archs: Sequence[Arch]) -> np.ndarray:
-        """One-hot rows of ``archs`` over the full space's options."""
-        a = np.asarray(archs, dtype=np.int64).reshape(-1, len(self._sizes))
-        return one_hot(a, [int(k) for k in self._sizes])
